@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Vestibule's developer entry point: needs only Python 3.11+ and pip (stdlib only).
+
+    python3 dev.py serve [args...]         run `vestibule serve args...` from the project venv
+    python3 dev.py test [pytest args...]   format check, lint, types, import contracts, tests
+    python3 dev.py fmt [paths...]          auto-fix lint, then format
+
+Every command first makes sure .venv exists and has the project installed (`-e .[dev]`); the
+install is skipped while pyproject.toml is unchanged since the last one.
+"""
+
+# Keeps the annotations below lazy, so Python < 3.11 gets the version message in main()
+# instead of a TypeError at import.
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+VENV_BIN = VENV / "bin"
+VENV_PYTHON = VENV_BIN / "python"
+# Holds the sha256 of the pyproject.toml last installed into the venv; dies with the venv.
+STAMP = VENV / ".dev-py-pyproject.sha256"
+
+# Executables the tests need -> Debian package providing them. A name without "/" is looked
+# up on PATH. Missing ones are installed with apt-get when we are root.
+SYSTEM_PACKAGES: dict[str, str] = {
+    "redis-server": "redis-server",
+}
+
+PYTEST_NO_TESTS_COLLECTED = 5  # pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def log(message: str) -> None:
+    # stdout, like the step headers, so they stay in order with the tools' output.
+    print(f"dev.py: {message}", flush=True)
+
+
+def venv_env() -> dict[str, str]:
+    """The environment of an activated venv, so tools and test subprocesses find its scripts."""
+    path = os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", os.defpath)])
+    return {**os.environ, "VIRTUAL_ENV": str(VENV), "PATH": path}
+
+
+def run(cmd: Sequence[str | Path], env: Mapping[str, str] | None = None) -> int:
+    return subprocess.run([str(part) for part in cmd], cwd=ROOT, env=env, check=False).returncode
+
+
+def check(cmd: Sequence[str | Path], env: Mapping[str, str] | None = None) -> None:
+    """Run cmd; exit dev.py with its exit code if it fails."""
+    code = run(cmd, env)
+    if code != 0:
+        log(f"failed with exit code {code}: {' '.join(map(str, cmd))}")
+        raise SystemExit(code)
+
+
+def ensure_venv() -> None:
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if VENV_PYTHON.exists() and STAMP.exists() and STAMP.read_text().strip() == digest:
+        return
+    if not VENV_PYTHON.exists():  # absent, or a dangling link to a removed interpreter
+        log(f"creating {VENV}")
+        if run([sys.executable, "-m", "venv", "--clear", VENV]) != 0:
+            log("cannot create the venv (on Debian/Ubuntu: apt-get install python3-venv)")
+            raise SystemExit(1)
+    STAMP.unlink(missing_ok=True)  # a failed install must not look installed
+    log("installing the project into .venv (pyproject.toml changed or first run)")
+    editable = ["install", "-e", ".[dev]"]
+    uv = shutil.which("uv")
+    # uv is ~10x faster than pip; fall back to pip if it fails (uv ignores pip's config,
+    # e.g. local wheel mirrors an offline machine may depend on).
+    if uv is None or run([uv, "pip", *editable, "--python", VENV_PYTHON]) != 0:
+        if uv is not None:
+            log("uv failed; retrying with pip")
+        check([VENV_PYTHON, "-m", "pip", *editable])
+    STAMP.write_text(digest + "\n")
+
+
+def ensure_system_packages() -> None:
+    missing = sorted(
+        {
+            package
+            for exe, package in SYSTEM_PACKAGES.items()
+            if not (Path(exe).exists() if "/" in exe else shutil.which(exe))
+        }
+    )
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        log(
+            f"missing system packages: {' '.join(missing)}; not root or no apt-get, so not "
+            f"installing them: tests that need them will report it. "
+            f"To install: sudo apt-get install -y {' '.join(missing)}"
+        )
+        return
+    log(f"installing system packages: {' '.join(missing)}")
+    apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    check(["apt-get", "-q", "update"], apt_env)
+    check(["apt-get", "-q", "install", "-y", "--no-install-recommends", *missing], apt_env)
+
+
+def serve(args: list[str]) -> int:
+    ensure_venv()
+    vestibule = VENV_BIN / "vestibule"
+    os.execve(vestibule, [str(vestibule), "serve", *args], venv_env())
+
+
+CHECKS: list[list[str]] = [
+    ["ruff", "format", "--check", "."],
+    ["ruff", "check", "."],
+    ["mypy"],  # what to check is in pyproject.toml
+    ["lint-imports"],
+]
+
+
+def test(args: list[str]) -> int:
+    ensure_venv()
+    ensure_system_packages()
+    pytest = ["pytest", "--cov", "--cov-report=term-missing:skip-covered", *args]
+    for cmd in [*CHECKS, pytest]:
+        print(f"==> {' '.join(cmd)}", flush=True)
+        code = run([VENV_BIN / cmd[0], *cmd[1:]], venv_env())
+        if code == PYTEST_NO_TESTS_COLLECTED and cmd is pytest:
+            log("pytest collected no tests: the suite has rotted, or the arguments select none")
+        if code != 0:
+            return code
+    return 0
+
+
+def fmt(args: list[str]) -> int:
+    ensure_venv()
+    paths = args or ["."]
+    # Fix first, then format: fixes (import sorting, rewrites) may leave code unformatted.
+    fixed = run([VENV_BIN / "ruff", "check", "--fix", *paths])
+    return run([VENV_BIN / "ruff", "format", *paths]) or fixed
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"serve": serve, "test": test, "fmt": fmt}
+
+
+def main(argv: list[str]) -> int:
+    if sys.version_info < (3, 11):  # noqa: UP036 -- a clear message on an old interpreter
+        log(f"needs Python 3.11 or newer, this is {sys.version.split()[0]}")
+        return 1
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
