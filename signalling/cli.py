@@ -1,0 +1,109 @@
+"""The ``vestibule`` command: run a node, make join links."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+import uvicorn
+
+from admission.tokens import JoinClaims, encode_join, new_token_id
+from rooms.ids import AppointmentId, RoomId
+from rooms.roles import Role
+from signalling.app import create_app
+from signalling.settings import ConfigError, Settings
+
+BACKLOG = 2048  # a connect storm of thousands must not wait on a backlog of 100
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vestibule", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run a node")
+    serve.add_argument("--host", help="address to listen on (VESTIBULE_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (VESTIBULE_PORT)")
+    serve.add_argument("--data-dir", help="where keys and data live (VESTIBULE_DATA_DIR)")
+
+    link = commands.add_parser("link", help="print a join link")
+    link.add_argument("--room", required=True)
+    link.add_argument("--role", choices=[r.value for r in Role], default=Role.PATIENT.value)
+    link.add_argument("--subject", help="stable id of the booked person (none: general link)")
+    link.add_argument("--name", help="display name (a guest types one if absent)")
+    link.add_argument("--appointment", help="appointment id")
+    link.add_argument("--start", help="appointment start, ISO 8601 (opens the join window)")
+    link.add_argument("--end", help="appointment end, ISO 8601")
+    link.add_argument("--capacity", type=int, help="booked capacity (host links)")
+    link.add_argument("--valid-for", type=float, default=7 * 86400.0, help="seconds")
+    link.add_argument("--data-dir", help="where the signing keys live (VESTIBULE_DATA_DIR)")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _link(args)
+    except ConfigError as exc:
+        print(f"vestibule: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "data_dir") and v}
+    settings = Settings.from_env(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,  # small messages: compression costs more than it saves
+        ws_max_size=settings.limits.transport_max_bytes,
+        backlog=BACKLOG,
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _link(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    now = time.time()
+    claims = JoinClaims(
+        room=RoomId(args.room),
+        role=Role(args.role),
+        subject=args.subject,
+        name=args.name,
+        appointment=AppointmentId(args.appointment) if args.appointment else None,
+        starts_at=_time(args.start),
+        ends_at=_time(args.end),
+        capacity=args.capacity,
+        not_before=now,
+        expires_at=now + args.valid_for,
+        token_id=new_token_id(),
+    )
+    print(f"{settings.base_url}/join/{args.room}#{encode_join(claims, settings.keyring)}")
+    return 0
+
+
+def _time(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"not an ISO 8601 time: {value!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

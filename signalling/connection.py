@@ -1,0 +1,390 @@
+"""One client's WebSocket, from accept to close.
+
+A connection first waits (up to ``hello_timeout``) for a valid ``hello``; nothing else is
+accepted before it. Then a reader task and a writer task run in one TaskGroup: if either
+ends, the other is cancelled. The reader decodes, checks and hands each message to the hub;
+the writer drains the outbox. Messages for the client are queued (`deliver` never blocks);
+a client that lets ``limits.outbox`` messages pile up is cut off (close 4429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from admission import policy
+from admission.errors import AdmissionError, TokenError, WindowError
+from admission.tokens import (
+    JoinClaims,
+    ResumeClaims,
+    decode_join,
+    decode_resume,
+    encode_resume,
+    new_token_id,
+)
+from admission.window import JoinWindow, WindowState
+from rooms.errors import RoomError
+from rooms.events import Event
+from rooms.ids import ParticipantId, RoomId, SessionId
+from rooms.room import Room
+from rooms.status import call_status
+from signalling.errors import (
+    DuplicateHello,
+    HelloRequired,
+    InvalidResume,
+    RateLimited,
+    SignallingError,
+    WrongRoom,
+)
+from signalling.hub import Command, Hub
+from signalling.ice import ice_servers_for
+from signalling.settings import Settings
+from signalling.views import View
+from signalling.wire import Codec, Message, decode, error
+
+log = logging.getLogger("vestibule.signalling.connection")
+
+PROTOCOL_VERSION = 1
+CLOSE_INTERNAL = 1011
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_HELLO_TIMEOUT = 4408
+CLOSE_IDLE = 4412
+CLOSE_NOT_OPEN = 4410
+CLOSE_SLOW = 4429
+TOKEN_LEEWAY = 5.0  # seconds of clock skew tolerated between the link's issuer and us
+
+Handled = (SignallingError, AdmissionError, RoomError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    code: int
+    reason: str
+
+
+class _Bucket:
+    """Token bucket: ``rate`` messages a second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, float(burst), float(burst), now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+class Connection:
+    """Serve one client. Create it per WebSocket and await `run`."""
+
+    def __init__(
+        self, ws: WebSocket, hub: Hub, settings: Settings, clock: Callable[[], float]
+    ) -> None:
+        self.ws = ws
+        self.hub = hub
+        self.settings = settings
+        self.limits = settings.limits
+        self.clock = clock
+        self.view = View()
+        self.codec = Codec.JSON
+        self.room_id = RoomId("")
+        self.pid = ParticipantId("")
+        self.claims: JoinClaims | None = None
+        self.window: JoinWindow | None = None
+        self._outbox: asyncio.Queue[str | bytes | _Close] = asyncio.Queue()
+        self._closing: _Close | None = None
+        self._bucket = _Bucket(self.limits.rate_per_second, self.limits.rate_burst, clock())
+
+    # -- what the hub calls ---------------------------------------------------------------
+
+    def deliver(self, message: Message) -> None:
+        if self._closing is not None:
+            return
+        if self._outbox.qsize() >= self.limits.outbox:
+            log.warning("cutting off %s in %s: outbox full", self.pid, self.room_id)
+            while not self._outbox.empty():
+                self._outbox.get_nowait()
+            self.close(CLOSE_SLOW, "too slow to read its messages")
+            return
+        self._outbox.put_nowait(self.codec.encode(message))
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing is None:
+            self._closing = _Close(code, reason)
+            self._outbox.put_nowait(self._closing)
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        if not await self._handshake():
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                reader = group.create_task(self._read())
+                writer = group.create_task(self._write())
+                reader.add_done_callback(lambda _: writer.cancel())
+                writer.add_done_callback(lambda _: reader.cancel())
+        except Exception:  # the server never crashes on one connection's failure
+            log.exception("connection of %s in %s failed", self.pid, self.room_id)
+            with suppress(WebSocketDisconnect, RuntimeError):
+                await self.ws.close(CLOSE_INTERNAL, "internal error")
+        finally:
+            self.hub.detach(self.room_id, self.pid, self)
+
+    async def _receive(self) -> str | bytes | None:
+        """The next frame, or None once the client has gone."""
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        return text if text is not None else bytes(message.get("bytes") or b"")
+
+    async def _handshake(self) -> bool:
+        """Wait for a valid hello and join its room; False if the connection is over."""
+        try:
+            async with asyncio.timeout(self.limits.hello_timeout):
+                while True:
+                    frame = await self._receive()
+                    if frame is None:
+                        return False
+                    ref: object = None
+                    try:
+                        message, codec = decode(frame, self.limits.max_message_bytes)
+                        ref = message.get("id")
+                        if message["type"] != "hello":
+                            raise HelloRequired("the first message must be hello")
+                        self.codec = codec
+                        self._hello(message)
+                        return True
+                    except (TokenError, WrongRoom, InvalidResume) as exc:
+                        await self._refuse(exc, CLOSE_UNAUTHORIZED, ref)
+                        return False
+                    except WindowError as exc:
+                        await self._refuse(exc, CLOSE_NOT_OPEN, ref)
+                        return False
+                    except Handled as exc:
+                        await self._send_now(error(exc.code, exc.message, exc.details, ref))
+        except TimeoutError:
+            await self._send_now(
+                error("hello_timeout", f"no hello within {self.limits.hello_timeout:g} seconds")
+            )
+            await self._close_now(CLOSE_HELLO_TIMEOUT, "hello timeout")
+            return False
+        except WebSocketDisconnect:
+            return False
+
+    async def _refuse(self, exc: SignallingError | AdmissionError, code: int, ref: object) -> None:
+        log.info("refused a hello: %s", exc.code)
+        await self._send_now(error(exc.code, exc.message, exc.details, ref))
+        await self._close_now(code, exc.code)
+
+    async def _send_now(self, message: Message) -> None:
+        frame = self.codec.encode(message)
+        if isinstance(frame, str):
+            await self.ws.send_text(frame)
+        else:
+            await self.ws.send_bytes(frame)
+
+    async def _close_now(self, code: int, reason: str) -> None:
+        with suppress(WebSocketDisconnect, RuntimeError):
+            await self.ws.close(code, reason)
+
+    async def _read(self) -> None:
+        while True:
+            if self._closing is None:
+                try:
+                    async with asyncio.timeout(self.limits.idle_timeout):
+                        frame = await self._receive()
+                except TimeoutError:
+                    self.close(CLOSE_IDLE, "no message within the idle timeout")
+                    continue
+            else:  # the writer is closing the socket; wait for the client to go
+                frame = await self._receive()
+            if frame is None:
+                return
+            self._handle_frame(frame)
+
+    async def _write(self) -> None:
+        while True:
+            item = await self._outbox.get()
+            try:
+                if isinstance(item, _Close):
+                    await self._close_now(item.code, item.reason)
+                    return
+                if isinstance(item, str):
+                    await self.ws.send_text(item)
+                else:
+                    await self.ws.send_bytes(item)
+            except WebSocketDisconnect:
+                return
+
+    # -- messages -------------------------------------------------------------------------
+
+    def _handle_frame(self, frame: str | bytes) -> None:
+        ref: object = None
+        try:
+            if not self._bucket.take(self.clock()):
+                raise RateLimited(
+                    "too many messages: this one was dropped",
+                    {"rate_per_second": self.limits.rate_per_second},
+                )
+            message, _ = decode(frame, self.limits.max_message_bytes)
+            ref = message.get("id")
+            self._handle(message)
+        except Handled as exc:
+            self.deliver(error(exc.code, exc.message, exc.details, ref))
+        except Exception:  # never crash on input, never show a trace to the client
+            log.exception("unexpected failure handling a message from %s", self.pid)
+            self.deliver(
+                error("internal_error", "the server could not handle this message", None, ref)
+            )
+
+    def _handle(self, message: Message) -> None:
+        kind = message["type"]
+        pid, now, hub, room_id = self.pid, self.clock(), self.hub, self.room_id
+        if kind == "ping":
+            self.deliver({"type": "pong"})
+        elif kind in ("offer", "answer"):
+            to = ParticipantId(message["to"])
+            hub.relay(room_id, pid, to, {"type": kind, "from": pid, "sdp": message["sdp"]})
+        elif kind == "candidate":
+            to = ParticipantId(message["to"])
+            relayed = {"type": "candidate", "from": pid, "candidate": message["candidate"]}
+            hub.relay(room_id, pid, to, relayed)
+        elif kind == "hello":
+            raise DuplicateHello("hello was already accepted on this connection")
+        else:
+            hub.execute(room_id, self._command(kind, message, now))
+
+    def _command(self, kind: str, message: Message, now: float) -> Command:
+        pid = self.pid
+        assert self.claims is not None
+        claims = self.claims
+        target = ParticipantId(message.get("participant_id", ""))
+        commands: dict[str, Command] = {
+            "knock": lambda room: policy.ask(room, pid, now),
+            "knock_cancel": lambda room: room.cancel_knock(pid, now),
+            "start": lambda room: policy.start(
+                room,
+                pid,
+                session=SessionId("s_" + secrets.token_urlsafe(9)),
+                appointment=claims.appointment,
+                capacity=claims.capacity or 1,
+                now=now,
+            ),
+            "admit": lambda room: policy.admit(room, pid, target, now),
+            "deny": lambda room: policy.deny(room, pid, target, message.get("message"), now),
+            "admit_all": lambda room: policy.admit_all(room, pid, now),
+            "end": lambda room: policy.end(room, pid, now),
+            "leave": lambda room: room.leave(pid, now),
+        }
+        return commands[kind]
+
+    # -- hello ----------------------------------------------------------------------------
+
+    def _hello(self, message: Message) -> None:
+        """Check the hello and join the room; raise to refuse it."""
+        now = self.clock()
+        keyring = self.settings.keyring
+        room_id = RoomId(message["room"])
+        claims = decode_join(message["token"], keyring, now, leeway=TOKEN_LEEWAY)
+        if claims.room != room_id:
+            raise WrongRoom(f"this token is for another room than {room_id[:64]}")
+        pid = self._participant_id(claims)
+        if "resume" in message:
+            resume = decode_resume(message["resume"], keyring, now, leeway=TOKEN_LEEWAY)
+            if resume.room != room_id or resume.role is not claims.role:
+                raise InvalidResume("the resume token does not match the join token")
+            pid = resume.participant
+        window = self._window(claims)
+        present = pid in self.hub.room(room_id).participants
+        if window is not None and not present:
+            window.check(now)
+        name = policy.display_name(claims.role, claims.name, message.get("name"))
+        self.room_id, self.pid, self.claims, self.window = room_id, pid, claims, window
+
+        def arrive(room: Room) -> list[Event]:
+            return policy.arrive(room, pid, claims.role, name=name, subject=claims.subject, now=now)
+
+        self.hub.join(
+            room_id,
+            pid,
+            self,
+            arrive,
+            window=window,
+            welcome=lambda room: self.deliver(self._welcome(room, resumed=present, now=now)),
+        )
+        log.info("%s joined %s as %s", pid, room_id, claims.role.value)
+
+    def _participant_id(self, claims: JoinClaims) -> ParticipantId:
+        """A booked person (a token with a subject) is always the same participant in a
+        room, so a second connection replaces the first instead of queueing twice. A
+        general-link guest is new each time unless it resumes."""
+        if claims.subject is None:
+            return ParticipantId("g_" + secrets.token_urlsafe(9))
+        digest = hashlib.sha256(f"{claims.room}\0{claims.role.value}\0{claims.subject}".encode())
+        return ParticipantId("p_" + digest.hexdigest()[:16])
+
+    def _window(self, claims: JoinClaims) -> JoinWindow | None:
+        if claims.starts_at is None or claims.ends_at is None:
+            return None  # a room without an appointment is always open
+        return JoinWindow.around(
+            claims.starts_at,
+            claims.ends_at,
+            opens_before=self.settings.window_opens_before,
+            closes_after=self.settings.window_closes_after,
+        )
+
+    def _welcome(self, room: Room, *, resumed: bool, now: float) -> Message:
+        assert self.claims is not None
+        participant = room.get(self.pid)
+        settings = self.settings
+        resume = ResumeClaims(
+            room=self.room_id,
+            participant=self.pid,
+            role=participant.role,
+            name=participant.name,
+            appointment=self.claims.appointment,
+            not_before=now,
+            expires_at=now + settings.resume_ttl,
+            token_id=new_token_id(),
+        )
+        closed = self.window is not None and self.window.state(now) is WindowState.CLOSED
+        status = call_status(room, window_closed=closed).value
+        self.view.sent["status"] = {"type": "status", "call_status": status}
+        session = room.active_session
+        ice = ice_servers_for(
+            self.pid,
+            now,
+            stun_urls=settings.stun_urls,
+            turn_urls=settings.turn_urls,
+            turn_secret=settings.turn_secret,
+            turn_ttl=settings.turn_ttl,
+        )
+        return {
+            "type": "welcome",
+            "protocol": PROTOCOL_VERSION,
+            "room": self.room_id,
+            "participant_id": self.pid,
+            "role": participant.role.value,
+            "name": participant.name,
+            "stage": participant.stage.value,
+            "call_status": status,
+            "session_id": session.id if session is not None else None,
+            "resumed": resumed,
+            "resume_token": encode_resume(resume, settings.keyring),
+            "resume_grace": settings.resume_grace,
+            "heartbeat_interval": self.limits.heartbeat_interval,
+            "ice_servers": [server.to_wire() for server in ice],
+        }

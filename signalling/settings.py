@@ -1,0 +1,181 @@
+"""Every limit and setting of a node, read once at start from the environment and flags.
+
+`Settings.from_env` reads ``VESTIBULE_*`` variables (see README "Configuration"); the CLI
+overrides some of them with flags. Nothing else in the server reads the environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from admission.tokens import KeyRing, new_secret
+from admission.window import DEFAULT_CLOSES_AFTER, DEFAULT_OPENS_BEFORE
+
+KEYS_FILE = "signing-keys.json"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot use; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection limits."""
+
+    hello_timeout: float = 10.0  # seconds from accept to a valid hello
+    max_message_bytes: int = 64 * 1024  # larger frames get frame_too_large
+    transport_max_bytes: int = 1024 * 1024  # larger frames close the socket (1009)
+    outbox: int = 512  # queued outgoing messages before a slow consumer is cut off
+    rate_per_second: float = 50.0  # sustained client messages per second
+    rate_burst: int = 200  # and the burst above it
+    idle_timeout: float = 60.0  # close when the client sends nothing this long
+    heartbeat_interval: float = 20.0  # what welcome tells the client to ping at
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    keyring: KeyRing
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("vestibule-data")
+    public_url: str | None = None  # base of join links; default http://host:port
+    limits: Limits = field(default_factory=Limits)
+    resume_grace: float = 30.0  # a lost participant keeps its place this long
+    resume_ttl: float = 12 * 3600.0  # lifetime of a resume token
+    sweep_interval: float = 1.0  # how often grace periods are checked
+    window_opens_before: float = DEFAULT_OPENS_BEFORE
+    window_closes_after: float = DEFAULT_CLOSES_AFTER
+    stun_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str | None = None
+    turn_ttl: float = 3600.0
+    web_dir: Path | None = None
+    log_level: str = "info"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``VESTIBULE_*`` variables, then ``overrides``.
+
+        The signing keys come from VESTIBULE_KEYS (``kid:base64secret,...``, with
+        VESTIBULE_SIGNING_KEY naming the one that signs) or, when unset, from the data
+        directory, where a key is created on first start."""
+        env = os.environ if env is None else env
+        data_dir = Path(
+            str(overrides.pop("data_dir", None) or env.get("VESTIBULE_DATA_DIR", "vestibule-data"))
+        )
+        default = Limits()
+        limits = Limits(
+            hello_timeout=_float(env, "VESTIBULE_HELLO_TIMEOUT", default.hello_timeout),
+            max_message_bytes=_int(env, "VESTIBULE_MAX_MESSAGE_BYTES", default.max_message_bytes),
+            outbox=_int(env, "VESTIBULE_OUTBOX", default.outbox),
+            rate_per_second=_float(env, "VESTIBULE_RATE", default.rate_per_second),
+            rate_burst=_int(env, "VESTIBULE_RATE_BURST", default.rate_burst),
+            idle_timeout=_float(env, "VESTIBULE_IDLE_TIMEOUT", default.idle_timeout),
+        )
+        settings = cls(
+            keyring=_keyring(env, data_dir),
+            host=env.get("VESTIBULE_HOST", "127.0.0.1"),
+            port=_int(env, "VESTIBULE_PORT", 8080),
+            data_dir=data_dir,
+            public_url=env.get("VESTIBULE_PUBLIC_URL") or None,
+            limits=limits,
+            resume_grace=_float(env, "VESTIBULE_RESUME_GRACE", 30.0),
+            window_opens_before=_float(env, "VESTIBULE_WINDOW_BEFORE", DEFAULT_OPENS_BEFORE),
+            window_closes_after=_float(env, "VESTIBULE_WINDOW_AFTER", DEFAULT_CLOSES_AFTER),
+            stun_urls=_list(env, "VESTIBULE_STUN_URLS"),
+            turn_urls=_list(env, "VESTIBULE_TURN_URLS"),
+            turn_secret=env.get("VESTIBULE_TURN_SECRET") or None,
+            turn_ttl=_float(env, "VESTIBULE_TURN_TTL", 3600.0),
+            web_dir=_web_dir(env),
+            log_level=env.get("VESTIBULE_LOG_LEVEL", "info"),
+        )
+        settings = replace(settings, **overrides)  # type: ignore[arg-type]
+        if settings.turn_urls and not settings.turn_secret:
+            raise ConfigError("VESTIBULE_TURN_URLS needs VESTIBULE_TURN_SECRET")
+        return settings
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def _web_dir(env: Mapping[str, str]) -> Path | None:
+    configured = env.get("VESTIBULE_WEB_DIR")
+    if configured:
+        return Path(configured)
+    bundled = Path(__file__).resolve().parent.parent / "web"  # a source checkout
+    return bundled if bundled.is_dir() else None
+
+
+def _keyring(env: Mapping[str, str], data_dir: Path) -> KeyRing:
+    configured = env.get("VESTIBULE_KEYS")
+    if configured:
+        keys: dict[str, bytes] = {}
+        for item in configured.split(","):
+            kid, _, secret = item.strip().partition(":")
+            try:
+                keys[kid] = base64.b64decode(secret, validate=True)
+            except binascii.Error:
+                raise ConfigError(f"VESTIBULE_KEYS: key {kid!r} is not base64") from None
+        signing = env.get("VESTIBULE_SIGNING_KEY") or next(iter(keys))
+        try:
+            return KeyRing(keys, signing)
+        except ValueError as exc:
+            raise ConfigError(f"VESTIBULE_KEYS: {exc}") from None
+    return load_or_create_keys(data_dir)
+
+
+def load_or_create_keys(data_dir: Path) -> KeyRing:
+    """The key ring kept in ``data_dir``; created (readable by the owner only) if absent."""
+    path = data_dir / KEYS_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        kid = "k" + secrets.token_hex(4)
+        record = {"signing": kid, "keys": {kid: base64.b64encode(new_secret()).decode()}}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    try:
+        record = json.loads(path.read_text())
+        keys = {kid: base64.b64decode(secret) for kid, secret in record["keys"].items()}
+        return KeyRing(keys, record["signing"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path} is not a valid key file: {exc}") from None
