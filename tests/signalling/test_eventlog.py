@@ -1,0 +1,91 @@
+"""The event log against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from rooms.events import Event, EventKind, WaitReason
+from rooms.ids import ParticipantId, RoomId
+from rooms.roles import Role
+from signalling.eventlog import EMPTY, Conflict, EventLog, events_key, parse_id
+from signalling.redis_server import RedisProcess
+
+ROOM = RoomId("r1")
+P = ParticipantId("p1")
+
+
+def arrived(at: float) -> Event:
+    return Event(EventKind.ARRIVED, at, actor=P, participant=P, role=Role.PATIENT, name="A")
+
+
+def knocked(at: float) -> Event:
+    return Event(EventKind.KNOCKED, at, actor=P, participant=P, reason=WaitReason.HOST_NOT_STARTED)
+
+
+async def test_append_then_read_back_in_order(redis: Redis) -> None:
+    log = EventLog(redis)
+    ids = await log.append(ROOM, EMPTY, [arrived(1.0), knocked(2.0)])
+    assert len(ids) == 2
+    assert parse_id(ids[0]) < parse_id(ids[1])
+    read = await log.read(ROOM)
+    assert [(i, e) for i, e in read] == [(ids[0], arrived(1.0)), (ids[1], knocked(2.0))]
+    assert await log.read(ROOM, after=ids[0]) == [(ids[1], knocked(2.0))]
+    assert await redis.exists(events_key(ROOM)) == 1
+
+
+async def test_append_refuses_a_stale_expectation_and_writes_nothing(redis: Redis) -> None:
+    log = EventLog(redis)
+    first = await log.append(ROOM, EMPTY, [arrived(1.0)])
+    with pytest.raises(Conflict) as caught:
+        await log.append(ROOM, EMPTY, [knocked(2.0)])
+    assert caught.value.last_id == first[0]
+    assert [e for _, e in await log.read(ROOM)] == [arrived(1.0)]
+
+
+async def test_concurrent_appends_on_one_expectation_let_exactly_one_win(redis: Redis) -> None:
+    log = EventLog(redis)
+    base = await log.append(ROOM, EMPTY, [arrived(1.0)])
+    results = await asyncio.gather(
+        *(log.append(ROOM, base[0], [knocked(float(i))]) for i in range(20)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(r, Conflict) for r in results if r not in winners)
+    assert len(await log.read(ROOM)) == 2
+
+
+async def test_read_pages_through_long_streams(redis: Redis) -> None:
+    log = EventLog(redis)
+    last = EMPTY
+    for batch in range(3):
+        ids = await log.append(ROOM, last, [knocked(float(batch * 500 + i)) for i in range(500)])
+        last = ids[-1]
+    events = await log.read(ROOM)
+    assert [e.at for _, e in events] == [float(i) for i in range(1500)]
+
+
+async def test_tail_returns_new_events_of_watched_rooms(redis: Redis) -> None:
+    log = EventLog(redis)
+    other = RoomId("r2")
+    waiter = asyncio.create_task(log.tail({ROOM: EMPTY, other: EMPTY}, block_ms=5000))
+    await asyncio.sleep(0.05)
+    ids = await log.append(other, EMPTY, [arrived(3.0)])
+    assert await asyncio.wait_for(waiter, 5) == [(other, ids[0], arrived(3.0))]
+    assert await log.tail({}, block_ms=10) == []
+
+
+async def test_acknowledged_events_survive_a_redis_crash(redis_server: RedisProcess) -> None:
+    client = Redis.from_url(redis_server.url)
+    ids = await EventLog(client).append(ROOM, EMPTY, [arrived(1.0), knocked(2.0)])
+    await client.aclose()
+    redis_server.kill()  # SIGKILL: no shutdown save
+    redis_server.start()
+    client = Redis.from_url(redis_server.url)
+    try:
+        assert [i for i, _ in await EventLog(client).read(ROOM)] == ids
+    finally:
+        await client.aclose()
