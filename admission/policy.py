@@ -112,12 +112,18 @@ def start(
     capacity: int,
     now: float,
 ) -> list[Event]:
-    """The host starts the call (or rejoins it); the waiting room is let in by the rule."""
+    """The host starts the call (or rejoins it). The waiting room, then anyone connected in
+    the lobby (e.g. back from an earlier call that ended), is let in by the rule."""
     _require_host(room, actor, "start the call")
     events = room.start(actor, session=session, appointment=appointment, capacity=capacity, now=now)
-    for waiting in room.waiting():
-        if decide(room, waiting.role) is Decision.JOIN_NOW:
-            events += room.enter(waiting.id, now)
+    lobby = [
+        p
+        for p in room.participants.values()
+        if p.stage is Stage.LOBBY and not p.is_host and p.connected
+    ]
+    for candidate in [*room.waiting(), *lobby]:
+        if decide(room, candidate.role) is Decision.JOIN_NOW:
+            events += room.enter(candidate.id, now)
     return events
 
 
@@ -148,8 +154,10 @@ def check_signal(room: Room, sender: ParticipantId, recipient: ParticipantId) ->
     in the room's current call, and they must be different participants."""
     if room.get(sender).stage is not Stage.IN_CALL:
         raise NotInCall(f"cannot signal: {sender} is not in the call")
+    if recipient == sender:
+        raise PeerNotAdmitted("cannot signal oneself", {"participant": recipient})
     peer = room.participants.get(recipient)
-    if peer is None or peer.stage is not Stage.IN_CALL or recipient == sender:
+    if peer is None or peer.stage is not Stage.IN_CALL:
         raise PeerNotAdmitted(
             f"cannot signal {recipient}: participant is not in the call",
             {"participant": recipient},

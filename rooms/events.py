@@ -58,7 +58,8 @@ class Event:
     ``participant`` is whom it concerns. The other fields are set only by the kinds that
     carry them: ``role``/``name``/``subject`` on ARRIVED, ``reason`` on KNOCKED, ``cause``
     on exits and departures, ``message`` on DENIED, ``session`` on session and call
-    events, ``appointment``/``capacity`` on SESSION_STARTED.
+    events, ``appointment``/``capacity`` on SESSION_STARTED, ``connection`` (which
+    connection of the participant) on ARRIVED, RECONNECTED and DISCONNECTED.
     """
 
     kind: EventKind
@@ -74,6 +75,7 @@ class Event:
     session: SessionId | None = None
     appointment: AppointmentId | None = None
     capacity: int | None = None
+    connection: str | None = None
 
     def to_record(self) -> dict[str, str | int | float]:
         """The event as a dict of primitives, leaving out unset fields."""
@@ -130,6 +132,7 @@ _OPTIONAL: dict[str, type[enum.Enum] | None] = {
     "session": None,
     "appointment": None,
     "capacity": None,
+    "connection": None,
 }
 
 

@@ -26,6 +26,7 @@ class Participant:
     stage: Stage = Stage.LOBBY
     knocked_at: float | None = None  # when it joined the waiting room, while WAITING
     absent_since: float | None = None  # set while its connection is lost
+    connection: str | None = None  # the connection it was last seen on
 
     @property
     def connected(self) -> bool:

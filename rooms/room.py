@@ -88,10 +88,12 @@ class Room:
         name: str | None,
         subject: str | None,
         now: float,
+        connection: str | None = None,
     ) -> list[Event]:
-        """A participant connects. Someone already here keeps its place: a lost
-        connection is marked restored, a live one produces no event (the caller replaces
-        the old connection). The caller decides next whether it waits or enters."""
+        """A participant connects on ``connection``. Someone already here keeps its place:
+        a lost connection, or a live one taken over by a new connection, gives RECONNECTED;
+        the same live connection again gives nothing. The caller decides next whether it
+        waits or enters."""
         known = self._participants.get(pid)
         if known is not None:
             if known.role is not role:
@@ -99,11 +101,22 @@ class Room:
                     f"cannot arrive as {pid}: already here as {known.role.value}",
                     participant=pid,
                 )
-            if known.connected:
+            if known.connected and connection in (None, known.connection):
                 return []
-            return self._emit(Event(K.RECONNECTED, now, actor=pid, participant=pid))
+            return self._emit(
+                Event(K.RECONNECTED, now, actor=pid, participant=pid, connection=connection)
+            )
         return self._emit(
-            Event(K.ARRIVED, now, actor=pid, participant=pid, role=role, name=name, subject=subject)
+            Event(
+                K.ARRIVED,
+                now,
+                actor=pid,
+                participant=pid,
+                role=role,
+                name=name,
+                subject=subject,
+                connection=connection,
+            )
         )
 
     def knock(self, pid: ParticipantId, now: float) -> list[Event]:
@@ -222,11 +235,16 @@ class Room:
             Event(K.DEPARTED, now, actor=actor, participant=pid, cause=cause)
         )
 
-    def disconnect(self, pid: ParticipantId, now: float) -> list[Event]:
-        """The participant's connection is gone; it keeps its place until `expire`."""
-        if not self.get(pid).connected:
+    def disconnect(
+        self, pid: ParticipantId, now: float, connection: str | None = None
+    ) -> list[Event]:
+        """The participant's ``connection`` is gone; it keeps its place until `expire`.
+        Nothing happens if a newer connection has taken over (any node may report a
+        connection lost late, e.g. when cleaning up after a dead node)."""
+        participant = self.get(pid)
+        if not participant.connected or connection not in (None, participant.connection):
             return []
-        return self._emit(Event(K.DISCONNECTED, now, participant=pid))
+        return self._emit(Event(K.DISCONNECTED, now, participant=pid, connection=connection))
 
     def expire(self, now: float, grace: float) -> list[Event]:
         """Remove everyone whose connection has been gone for ``grace`` seconds or more."""
@@ -256,7 +274,9 @@ class Room:
         assert pid is not None
         if event.kind is K.ARRIVED:
             assert event.role is not None
-            self._participants[pid] = Participant(pid, event.role, event.name, event.subject)
+            self._participants[pid] = Participant(
+                pid, event.role, event.name, event.subject, connection=event.connection
+            )
         elif event.kind is K.DEPARTED:
             del self._participants[pid]
             self._queue.pop(pid, None)
@@ -272,7 +292,7 @@ class Room:
         elif event.kind is K.DISCONNECTED:
             self._set(pid, absent_since=event.at)
         elif event.kind is K.RECONNECTED:
-            self._set(pid, absent_since=None)
+            self._set(pid, absent_since=None, connection=event.connection)
         # ADMITTED and DENIED are decisions; the entry or departure that follows them
         # carries the change of state.
 

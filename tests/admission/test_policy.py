@@ -579,7 +579,12 @@ def test_check_signal_to_someone_not_in_the_call(
         "peer_not_admitted",
         lambda: policy.check_signal(room, sender, recipient),
     )
-    assert error.message == f"cannot signal {recipient}: participant is not in the call"
+    expected = (
+        "cannot signal oneself"
+        if recipient == sender
+        else f"cannot signal {recipient}: participant is not in the call"
+    )
+    assert error.message == expected
     assert error.details == {"participant": recipient}
 
 
@@ -805,3 +810,17 @@ def test_seed_002_the_host_drops_before_starting() -> None:
     log += start(room, now=41.0)
     assert room.get(A).stage is Stage.IN_CALL
     assert_folds(room, log)
+
+
+def test_a_new_call_lets_in_those_back_in_the_lobby_from_the_last_one() -> None:
+    room = Room(RoomId("r"))
+    policy.arrive(room, HOST, Role.HOST, name="Dr", subject="dr", now=1.0)
+    policy.arrive(room, A, Role.PATIENT, name="A", subject="a", now=1.0)
+    policy.start(room, HOST, session=SessionId("s1"), appointment=None, capacity=1, now=2.0)
+    policy.end(room, HOST, 3.0)
+    assert room.get(A).stage is Stage.LOBBY
+    events = policy.start(
+        room, HOST, session=SessionId("s2"), appointment=None, capacity=1, now=4.0
+    )
+    assert [(e.kind, e.participant) for e in events][-1] == (EventKind.PATIENT_ENTERED, A)
+    assert room.get(A).stage is Stage.IN_CALL

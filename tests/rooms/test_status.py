@@ -24,6 +24,7 @@ A = ParticipantId("p_a")
 B = ParticipantId("p_b")
 C = ParticipantId("p_c")
 S1 = SessionId("s_1")
+APPT = AppointmentId("apt_1")
 GRACE = 30.0
 
 
@@ -38,7 +39,7 @@ def arrive(room: Room, pid: ParticipantId, role: Role = Role.PATIENT, now: float
 
 
 def start(room: Room, capacity: int = 1, now: float = 2.0) -> None:
-    room.start(HOST, session=S1, appointment=AppointmentId("apt_1"), capacity=capacity, now=now)
+    room.start(HOST, session=S1, appointment=APPT, capacity=capacity, now=now)
 
 
 def test_status_values_are_stable() -> None:
@@ -159,7 +160,7 @@ def test_patient_waiting_beats_ended() -> None:
     room.end(HOST, 4.0)
     assert call_status(room) is CallStatus.PATIENT_WAITING
     room.leave(A, 5.0)
-    assert call_status(room) is CallStatus.ENDED
+    assert call_status(room, appointment=APPT) is CallStatus.ENDED
 
 
 def test_patient_waiting_beats_expired() -> None:
@@ -209,16 +210,26 @@ def test_ended_after_the_call() -> None:
     room = room_with_host()
     start(room)
     room.end(HOST, 3.0)
-    assert call_status(room) is CallStatus.ENDED
+    assert call_status(room, appointment=APPT) is CallStatus.ENDED
     room.leave(HOST, 4.0)
-    assert call_status(room) is CallStatus.ENDED
+    assert call_status(room, appointment=APPT) is CallStatus.ENDED
+
+
+def test_a_call_ended_for_an_earlier_appointment_leaves_the_next_one_ready() -> None:
+    # The room is persistent (seed 001): the next appointment starts from ready.
+    room = room_with_host()
+    start(room)
+    room.end(HOST, 3.0)
+    later = AppointmentId("apt_2")
+    assert call_status(room, appointment=later) is CallStatus.READY
+    assert call_status(room, appointment=later, window_closed=True) is CallStatus.EXPIRED
 
 
 def test_ended_beats_expired() -> None:
     room = room_with_host()
     start(room)
     room.end(HOST, 3.0)
-    assert call_status(room, window_closed=True) is CallStatus.ENDED
+    assert call_status(room, appointment=APPT, window_closed=True) is CallStatus.ENDED
 
 
 def test_a_new_call_after_an_ended_one_is_awaiting_patient() -> None:
