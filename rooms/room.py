@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from rooms.errors import InvalidState, SessionNotStarted, UnknownParticipant
 from rooms.events import Event, EventKind, ExitCause, WaitReason
@@ -33,6 +34,50 @@ class Room:
         self.session: Session | None = None  # the current call, or the last one
         self._participants: dict[ParticipantId, Participant] = {}
         self._queue: dict[ParticipantId, None] = {}  # insertion order is arrival order
+
+    def clone(self) -> Room:
+        """An independent copy to try a command on (participants are immutable values, so
+        copying the maps is enough)."""
+        other = Room(self.id)
+        other.version = self.version
+        other.session = self.session
+        other._participants = dict(self._participants)
+        other._queue = dict(self._queue)
+        return other
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state as primitives, for storage; `from_snapshot` restores it."""
+        session = self.session
+        return {
+            "room": self.id,
+            "version": self.version,
+            "session": None
+            if session is None
+            else [session.id, session.appointment, session.capacity, session.started_at,
+                  session.ended_at],
+            "participants": [
+                [p.id, p.role.value, p.name, p.subject, p.stage.value, p.knocked_at,
+                 p.absent_since, p.connection]
+                for p in self._participants.values()
+            ],
+            "queue": list(self._queue),
+        }  # fmt: skip
+
+    @classmethod
+    def from_snapshot(cls, data: Mapping[str, Any]) -> Room:
+        """Restore a room from `snapshot` output (trusted storage: anything else raises
+        KeyError, TypeError or ValueError)."""
+        room = cls(RoomId(data["room"]))
+        room.version = int(data["version"])
+        if data["session"] is not None:
+            sid, appointment, capacity, started_at, ended_at = data["session"]
+            room.session = Session(SessionId(sid), appointment, capacity, started_at, ended_at)
+        for pid, role, name, subject, stage, knocked, absent, conn in data["participants"]:
+            room._participants[pid] = Participant(
+                pid, Role(role), name, subject, Stage(stage), knocked, absent, conn
+            )
+        room._queue = {ParticipantId(pid): None for pid in data["queue"]}
+        return room
 
     # -- queries -------------------------------------------------------------------------
 

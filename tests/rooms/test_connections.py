@@ -75,3 +75,14 @@ def test_connections_survive_the_fold() -> None:
         ]
     )
     assert rebuilt.get(A) == room.get(A)
+
+
+def test_a_clone_is_equal_and_independent() -> None:
+    room = room_with("c1")
+    copy = room.clone()
+    assert copy.get(A) == room.get(A)
+    assert copy.version == room.version
+    copy.cancel_knock(A, 2.0)
+    assert room.position(A) == 1
+    assert copy.position(A) is None
+    assert room.version == copy.version - 1
