@@ -1,0 +1,150 @@
+"""The status projector against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from rooms.events import Event
+from rooms.ids import AppointmentId, ParticipantId, RoomId, SessionId
+from rooms.projection import Outcome
+from rooms.roles import Role
+from rooms.room import Room
+from rooms.status import CallStatus
+from signalling.eventlog import EMPTY, EventLog
+from signalling.projector import (
+    CHANGES,
+    GROUP,
+    Projector,
+    note_change,
+    note_window,
+    outcomes_key,
+    projection_key,
+    read_outcomes,
+    read_projection,
+    read_status,
+)
+
+R = RoomId("r1")
+HOST, A = ParticipantId("h"), ParticipantId("a")
+APPT = AppointmentId("apt_1")
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def visit() -> list[list[Event]]:
+    """A completed visit, as the batches a node would append one command at a time."""
+    room = Room(R)
+    return [
+        room.arrive(HOST, Role.HOST, name="Dr", subject="dr", now=1.0),
+        room.arrive(A, Role.PATIENT, name="A", subject="a", now=2.0) + room.knock(A, 2.0),
+        room.start(HOST, session=SessionId("s1"), appointment=APPT, capacity=1, now=3.0),
+        room.enter(A, 4.0),
+        room.end(HOST, 5.0),
+        room.leave(A, 6.0),
+    ]
+
+
+async def record(redis: Redis, batches: list[list[Event]]) -> None:
+    log, last = EventLog(redis), EMPTY
+    for batch in batches:
+        last = (await log.append(R, last, batch))[-1]
+        await note_change(redis, R)
+
+
+async def test_projection_of_a_completed_visit(redis: Redis) -> None:
+    await record(redis, visit())
+    projector = Projector(redis, "n1", Clock(10.0))
+    await projector.ensure_group()
+    assert await projector.step() == 1
+    assert await read_outcomes(redis, R) == {APPT: Outcome.COMPLETED}
+    assert await read_status(redis, R, APPT) is CallStatus.ENDED
+    projection = await read_projection(redis, R)
+    assert projection is not None
+    assert projection.sessions_completed == 1
+    # Nothing new: a further step folds nothing and counts nothing again.
+    assert await projector.step() == 0
+    assert (await read_projection(redis, R)) == projection or (
+        (await read_projection(redis, R)).to_record() == projection.to_record()  # type: ignore[union-attr]
+    )
+
+
+async def test_replaying_from_scratch_gives_identical_statuses(redis: Redis) -> None:
+    await record(redis, visit())
+    projector = Projector(redis, "n1", Clock(10.0))
+    await projector.ensure_group()
+    await projector.step()
+    first = await redis.hgetall(projection_key(R))
+    # Throw the projection away and replay every change from the start of the stream.
+    await redis.delete(projection_key(R), outcomes_key(R))
+    await redis.xgroup_setid(CHANGES, GROUP, "0")
+    await projector.step()
+    assert await redis.hgetall(projection_key(R)) == first
+
+
+async def test_a_consumer_that_dies_before_acknowledging_is_replaced_without_double_counting(
+    redis: Redis,
+) -> None:
+    batches = visit()
+    await record(redis, batches[:4])
+    dying = Projector(redis, "dead", Clock(10.0))
+    await dying.ensure_group()
+    # It reads the changes and folds the room, then dies before XACK.
+    await redis.xreadgroup(GROUP, "dead", {CHANGES: ">"}, count=100)
+    await dying.project(R)
+    await record_more(redis, batches[:4], batches[4:])
+    survivor = Projector(redis, "alive", Clock(10.0), claim_idle_ms=0)
+    await survivor.step()
+    pending = await redis.xpending(CHANGES, GROUP)
+    assert pending["pending"] == 0
+    projection = await read_projection(redis, R)
+    assert projection is not None
+    assert projection.sessions_completed == 1
+    assert await read_outcomes(redis, R) == {APPT: Outcome.COMPLETED}
+
+
+async def record_more(redis: Redis, done: list[list[Event]], more: list[list[Event]]) -> None:
+    log = EventLog(redis)
+    last = (await log.read(R))[-1][0]
+    assert len(await log.read(R)) == sum(len(b) for b in done)
+    for batch in more:
+        last = (await log.append(R, last, batch))[-1]
+        await note_change(redis, R)
+
+
+async def test_concurrent_projectors_count_each_event_once(redis: Redis) -> None:
+    await record(redis, visit())
+    for _ in range(5):
+        await note_change(redis, R)  # duplicate notifications
+    projectors = [Projector(redis, f"n{i}", Clock(10.0)) for i in range(4)]
+    await projectors[0].ensure_group()
+    await asyncio.gather(*(p.project(R) for p in projectors), *(p.step() for p in projectors))
+    projection = await read_projection(redis, R)
+    assert projection is not None
+    assert projection.sessions_completed == 1
+
+
+async def test_no_show_appears_once_the_window_closes(redis: Redis) -> None:
+    room = Room(R)
+    log = EventLog(redis)
+    await log.append(R, EMPTY, room.arrive(HOST, Role.HOST, name="Dr", subject="dr", now=1.0))
+    await note_change(redis, R)
+    await note_window(redis, R, APPT, closes_at=100.0)
+    clock = Clock(50.0)
+    projector = Projector(redis, "n1", clock)
+    await projector.ensure_group()
+    await projector.step()
+    assert await read_outcomes(redis, R) == {}
+    assert await read_status(redis, R, APPT) is CallStatus.READY
+    clock.now = 100.5
+    await projector.step()
+    assert await read_outcomes(redis, R) == {APPT: Outcome.NO_SHOW}
+    assert await read_status(redis, R, APPT) is CallStatus.EXPIRED
+    assert await redis.zcard("vst:windows") == 0
