@@ -76,11 +76,13 @@ def arrive(
     name: str | None,
     subject: str | None,
     now: float,
+    connection: str | None = None,
 ) -> list[Event]:
-    """Bring a participant into the room and, if it is not already waiting or in the
-    call, apply the entry decision: wait for the host, or join now. At capacity a guest
-    stays in the lobby until it asks (`ask`). A returning participant keeps its place."""
-    events = room.arrive(pid, role, name=name, subject=subject, now=now)
+    """Bring a participant into the room on ``connection`` and, if it is not already
+    waiting or in the call, apply the entry decision: wait for the host, or join now. At
+    capacity a guest stays in the lobby until it asks (`ask`). A returning participant
+    keeps its place."""
+    events = room.arrive(pid, role, name=name, subject=subject, now=now, connection=connection)
     participant = room.get(pid)
     if participant.is_host or participant.stage is not Stage.LOBBY:
         return events

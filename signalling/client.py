@@ -50,6 +50,7 @@ class Client:
         self._inbox: list[Message] = []
         self._arrived = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
         self._next_id = 0
 
     @classmethod
@@ -63,8 +64,10 @@ class Client:
         resume: str | None = None,
         codec: Codec = Codec.JSON,
         timeout: float = 10.0,
+        heartbeat: bool = True,
     ) -> Client:
-        """Open a connection and say hello; raise ClientError if the server refuses."""
+        """Open a connection and say hello; raise ClientError if the server refuses.
+        With ``heartbeat`` the client pings at the interval the welcome asks for."""
         ws = await connect(url, compression=None, open_timeout=timeout)
         client = cls(ws, codec)
         client._reader = asyncio.create_task(client._read())
@@ -79,6 +82,9 @@ class Client:
             await client.close()
             raise ClientError(f"hello refused: {reply['code']}: {reply['message']}", reply)
         client.welcome = reply
+        if heartbeat:
+            interval = float(reply.get("heartbeat_interval") or 20.0)
+            client._pinger = asyncio.create_task(client._ping_every(interval))
         return client
 
     @property
@@ -176,10 +182,17 @@ class Client:
 
     async def close(self) -> None:
         await self.ws.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        for task in (self._pinger, self._reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _ping_every(self, interval: float) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.sleep(interval)
+                await self.send({"type": "ping"})
 
     async def _read(self) -> None:
         try:
