@@ -214,6 +214,11 @@ class Connection:
             if frame is None:
                 return
             self._handle_frame(frame)
+            # Let the writers run: frames that arrived together are queued already, so
+            # receiving does not suspend, and without this a burst would fill outboxes (this
+            # one, or a peer's it relays to) faster than a reading client could empty them,
+            # and cut it off as slow.
+            await asyncio.sleep(0)
 
     async def _write(self) -> None:
         while True:

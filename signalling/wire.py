@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import enum
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +55,10 @@ def decode(frame: str | bytes, max_bytes: int) -> tuple[Message, Codec]:
         raise MalformedMessage(
             f"cannot decode {codec.value} message: {type(exc).__name__}"
         ) from None
+    escapes = isinstance(frame, str) and "\\u" in frame
+    problem = _not_portable(message, check_strings=escapes)
+    if problem is not None:
+        raise MalformedMessage(f"cannot accept {codec.value} message: {problem}")
     if not isinstance(message, dict):
         raise MalformedMessage("a message must be a map with a string type")
     kind = message.get("type")
@@ -67,6 +73,46 @@ def decode(frame: str | bytes, max_bytes: int) -> tuple[Message, Codec]:
 
 def _no_ext(code: int, data: bytes) -> object:
     raise ValueError("msgpack extension types are not accepted")
+
+
+_MSGPACK_INTS = range(-(2**63), 2**64)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _not_portable(value: object, *, check_strings: bool) -> str | None:
+    """Why ``value`` cannot be carried by both codecs, or None if it can.
+
+    Parts of a message reach other clients (a candidate is relayed whole) and errors echo
+    parts back, in the recipient's codec; a value that codec cannot encode would fail when
+    the message is sent, after the command took effect. So only values both codecs carry are
+    accepted: maps with string keys, lists, strings, 64-bit integers, finite floats, booleans
+    and null. That refuses msgpack binary and timestamps (msgpack decodes timestamps itself,
+    without calling ``ext_hook``), and JSON NaN, huge integers and lone surrogates (JSON may
+    spell ``\\ud800`` alone; no UTF-8 encoder accepts it). Surrogates can only come from a
+    ``\\u`` escape, so strings are searched only when ``check_strings`` says the frame has one.
+    Iterative: the decoders already bound the depth, and this must not recurse past them."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if check_strings and _SURROGATE.search(item):
+                return "a string holds a lone surrogate"
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool) or item is None:
+            pass
+        elif isinstance(item, int):
+            if item not in _MSGPACK_INTS:
+                return "an integer does not fit in 64 bits"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "a number is not finite"
+        else:
+            return f"{type(item).__name__} values are not accepted"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
