@@ -15,6 +15,7 @@ from admission.tokens import JoinClaims, encode_join, new_token_id
 from rooms.ids import AppointmentId, RoomId
 from rooms.roles import Role
 from signalling.app import create_app
+from signalling.redis_server import RedisProcess
 from signalling.settings import ConfigError, Settings
 
 BACKLOG = 2048  # a connect storm of thousands must not wait on a backlog of 100
@@ -57,8 +58,12 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    embedded: RedisProcess | None = None
+    if settings.redis_url is None:
+        embedded = RedisProcess(settings.data_dir / "redis")
+        embedded.start()
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, redis_url=embedded.url if embedded else None, embedded=embedded),
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
@@ -69,7 +74,11 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         log_level=settings.log_level,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if embedded is not None:
+            embedded.stop()
     return 0
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from admission import policy
@@ -41,6 +42,7 @@ from signalling.errors import (
     InvalidResume,
     RateLimited,
     SignallingError,
+    Unavailable,
     WrongRoom,
 )
 from signalling.hub import Command, Hub
@@ -51,6 +53,11 @@ from signalling.wire import Codec, Message, decode, error
 
 log = logging.getLogger("vestibule.signalling.connection")
 
+
+def _unavailable() -> Unavailable:
+    return Unavailable("the server cannot record this right now: try again shortly")
+
+
 PROTOCOL_VERSION = 1
 CLOSE_INTERNAL = 1011
 CLOSE_UNAUTHORIZED = 4401
@@ -58,6 +65,7 @@ CLOSE_HELLO_TIMEOUT = 4408
 CLOSE_IDLE = 4412
 CLOSE_NOT_OPEN = 4410
 CLOSE_SLOW = 4429
+CLOSE_TRY_AGAIN = 1013
 TOKEN_LEEWAY = 5.0  # seconds of clock skew tolerated between the link's issuer and us
 
 Handled = (SignallingError, AdmissionError, RoomError)
@@ -96,6 +104,7 @@ class Connection:
         self.limits = settings.limits
         self.clock = clock
         self.view = View()
+        self.connection_id = "c_" + secrets.token_urlsafe(9)
         self.codec = Codec.JSON
         self.room_id = RoomId("")
         self.pid = ParticipantId("")
@@ -103,6 +112,7 @@ class Connection:
         self.window: JoinWindow | None = None
         self._outbox: asyncio.Queue[str | bytes | _Close] = asyncio.Queue()
         self._closing: _Close | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._bucket = _Bucket(self.limits.rate_per_second, self.limits.rate_burst, clock())
 
     # -- what the hub calls ---------------------------------------------------------------
@@ -111,10 +121,13 @@ class Connection:
         if self._closing is not None:
             return
         if self._outbox.qsize() >= self.limits.outbox:
+            # The writer may be stuck sending to a client that reads nothing; a close
+            # queued behind it would never go out. Stop both tasks now: the participant is
+            # detached at once (its grace period starts) and the socket is closed after.
             log.warning("cutting off %s in %s: outbox full", self.pid, self.room_id)
-            while not self._outbox.empty():
-                self._outbox.get_nowait()
-            self.close(CLOSE_SLOW, "too slow to read its messages")
+            self._closing = _Close(CLOSE_SLOW, "too slow to read its messages")
+            for task in self._tasks:
+                task.cancel()
             return
         self._outbox.put_nowait(self.codec.encode(message))
 
@@ -127,7 +140,15 @@ class Connection:
 
     async def run(self) -> None:
         await self.ws.accept()
-        if not await self._handshake():
+        try:
+            joined = await self._handshake()
+        except Exception:  # never crash on input, never show a trace to the client
+            log.exception("hello from a client failed")
+            with suppress(WebSocketDisconnect, RuntimeError):
+                await self._send_now(error("internal_error", "the server could not handle hello"))
+            await self._close_now(CLOSE_INTERNAL, "internal error")
+            return
+        if not joined:
             return
         try:
             async with asyncio.TaskGroup() as group:
@@ -135,12 +156,20 @@ class Connection:
                 writer = group.create_task(self._write())
                 reader.add_done_callback(lambda _: writer.cancel())
                 writer.add_done_callback(lambda _: reader.cancel())
+                self._tasks = [reader, writer]
         except Exception:  # the server never crashes on one connection's failure
             log.exception("connection of %s in %s failed", self.pid, self.room_id)
             with suppress(WebSocketDisconnect, RuntimeError):
                 await self.ws.close(CLOSE_INTERNAL, "internal error")
         finally:
-            self.hub.detach(self.room_id, self.pid, self)
+            try:
+                await self.hub.detach(self.room_id, self.pid, self)
+            except RedisError:
+                log.warning("could not record that %s left %s", self.pid, self.room_id)
+            if self._closing is not None and self._closing.code == CLOSE_SLOW:
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._close_now(self._closing.code, self._closing.reason)
 
     async def _receive(self) -> str | bytes | None:
         """The next frame, or None once the client has gone."""
@@ -159,13 +188,13 @@ class Connection:
                     if frame is None:
                         return False
                     ref: object = None
+                    self.codec = Codec.JSON if isinstance(frame, str) else Codec.MSGPACK
                     try:
-                        message, codec = decode(frame, self.limits.max_message_bytes)
+                        message, _ = decode(frame, self.limits.max_message_bytes)
                         ref = message.get("id")
                         if message["type"] != "hello":
                             raise HelloRequired("the first message must be hello")
-                        self.codec = codec
-                        self._hello(message)
+                        await self._hello(message)
                         return True
                     except (TokenError, WrongRoom, InvalidResume) as exc:
                         await self._refuse(exc, CLOSE_UNAUTHORIZED, ref)
@@ -173,12 +202,18 @@ class Connection:
                     except WindowError as exc:
                         await self._refuse(exc, CLOSE_NOT_OPEN, ref)
                         return False
+                    except RedisError:
+                        log.warning("refused a hello: redis unavailable")
+                        await self._refuse(_unavailable(), CLOSE_TRY_AGAIN, ref)
+                        return False
                     except Handled as exc:
+                        ref = getattr(exc, "ref", None) if ref is None else ref
                         await self._send_now(error(exc.code, exc.message, exc.details, ref))
         except TimeoutError:
-            await self._send_now(
-                error("hello_timeout", f"no hello within {self.limits.hello_timeout:g} seconds")
-            )
+            with suppress(WebSocketDisconnect, RuntimeError):
+                await self._send_now(
+                    error("hello_timeout", f"no hello within {self.limits.hello_timeout:g} seconds")
+                )
             await self._close_now(CLOSE_HELLO_TIMEOUT, "hello timeout")
             return False
         except WebSocketDisconnect:
@@ -213,7 +248,7 @@ class Connection:
                 frame = await self._receive()
             if frame is None:
                 return
-            self._handle_frame(frame)
+            await self._handle_frame(frame)
             # Let the writers run: frames that arrived together are queued already, so
             # receiving does not suspend, and without this a burst would fill outboxes (this
             # one, or a peer's it relays to) faster than a reading client could empty them,
@@ -236,7 +271,7 @@ class Connection:
 
     # -- messages -------------------------------------------------------------------------
 
-    def _handle_frame(self, frame: str | bytes) -> None:
+    async def _handle_frame(self, frame: str | bytes) -> None:
         ref: object = None
         try:
             if not self._bucket.take(self.clock()):
@@ -246,31 +281,36 @@ class Connection:
                 )
             message, _ = decode(frame, self.limits.max_message_bytes)
             ref = message.get("id")
-            self._handle(message)
+            await self._handle(message)
         except Handled as exc:
+            ref = getattr(exc, "ref", None) if ref is None else ref
             self.deliver(error(exc.code, exc.message, exc.details, ref))
+        except RedisError:
+            log.warning("could not handle a message from %s: redis unavailable", self.pid)
+            down = _unavailable()
+            self.deliver(error(down.code, down.message, down.details, ref))
         except Exception:  # never crash on input, never show a trace to the client
             log.exception("unexpected failure handling a message from %s", self.pid)
             self.deliver(
                 error("internal_error", "the server could not handle this message", None, ref)
             )
 
-    def _handle(self, message: Message) -> None:
+    async def _handle(self, message: Message) -> None:
         kind = message["type"]
         pid, now, hub, room_id = self.pid, self.clock(), self.hub, self.room_id
         if kind == "ping":
             self.deliver({"type": "pong"})
         elif kind in ("offer", "answer"):
             to = ParticipantId(message["to"])
-            hub.relay(room_id, pid, to, {"type": kind, "from": pid, "sdp": message["sdp"]})
+            await hub.relay(room_id, pid, to, {"type": kind, "from": pid, "sdp": message["sdp"]})
         elif kind == "candidate":
             to = ParticipantId(message["to"])
             relayed = {"type": "candidate", "from": pid, "candidate": message["candidate"]}
-            hub.relay(room_id, pid, to, relayed)
+            await hub.relay(room_id, pid, to, relayed)
         elif kind == "hello":
             raise DuplicateHello("hello was already accepted on this connection")
         else:
-            hub.execute(room_id, self._command(kind, message, now))
+            await hub.execute(room_id, self._command(kind, message, now))
 
     def _command(self, kind: str, message: Message, now: float) -> Command:
         pid = self.pid
@@ -298,7 +338,7 @@ class Connection:
 
     # -- hello ----------------------------------------------------------------------------
 
-    def _hello(self, message: Message) -> None:
+    async def _hello(self, message: Message) -> None:
         """Check the hello and join the room; raise to refuse it."""
         now = self.clock()
         keyring = self.settings.keyring
@@ -307,27 +347,46 @@ class Connection:
         if claims.room != room_id:
             raise WrongRoom(f"this token is for another room than {room_id[:64]}")
         pid = self._participant_id(claims)
+        known_name = claims.name
         if "resume" in message:
             resume = decode_resume(message["resume"], keyring, now, leeway=TOKEN_LEEWAY)
-            if resume.room != room_id or resume.role is not claims.role:
+            # A booked person's participant id follows from its token: a resume token can
+            # only bring back that same participant, never take over another one.
+            if (
+                resume.room != room_id
+                or resume.role is not claims.role
+                or (claims.subject is not None and resume.participant != pid)
+            ):
                 raise InvalidResume("the resume token does not match the join token")
             pid = resume.participant
+            known_name = known_name or resume.name
         window = self._window(claims)
-        present = pid in self.hub.room(room_id).participants
+        present = pid in (await self.hub.room(room_id)).participants
         if window is not None and not present:
             window.check(now)
-        name = policy.display_name(claims.role, claims.name, message.get("name"))
+        name = policy.display_name(claims.role, known_name, message.get("name"))
         self.room_id, self.pid, self.claims, self.window = room_id, pid, claims, window
 
-        def arrive(room: Room) -> list[Event]:
-            return policy.arrive(room, pid, claims.role, name=name, subject=claims.subject, now=now)
+        connection = self.connection_id
 
-        self.hub.join(
+        def arrive(room: Room) -> list[Event]:
+            return policy.arrive(
+                room,
+                pid,
+                claims.role,
+                name=name,
+                subject=claims.subject,
+                now=now,
+                connection=connection,
+            )
+
+        await self.hub.join(
             room_id,
             pid,
             self,
             arrive,
             window=window,
+            appointment=claims.appointment,
             welcome=lambda room: self.deliver(self._welcome(room, resumed=present, now=now)),
         )
         log.info("%s joined %s as %s", pid, room_id, claims.role.value)
@@ -366,7 +425,7 @@ class Connection:
             token_id=new_token_id(),
         )
         closed = self.window is not None and self.window.state(now) is WindowState.CLOSED
-        status = call_status(room, window_closed=closed).value
+        status = call_status(room, appointment=self.claims.appointment, window_closed=closed).value
         self.view.sent["status"] = {"type": "status", "call_status": status}
         session = room.active_session
         ice = ice_servers_for(

@@ -12,7 +12,9 @@
     ├── WrongRoom              the token is for another room      (wrong_room)
     ├── PeerUnavailable        the peer's connection is down      (peer_unavailable)
     ├── RateLimited            too many messages                  (rate_limited)
-    └── InvalidResume          the resume token does not match     (invalid_resume)
+    ├── InvalidResume          the resume token does not match     (invalid_resume)
+    ├── RoomBusy               too many concurrent decisions       (room_busy)
+    └── Unavailable            Redis cannot be reached             (unavailable)
 
 Errors of the core (`rooms.RoomError`, `admission.errors.AdmissionError`) reach the client
 the same way: code, message, details. Nothing else does: an unexpected exception is logged
@@ -32,6 +34,7 @@ class SignallingError(Exception):
         super().__init__(message)
         self.message = message
         self.details: dict[str, object] = dict(details or {})
+        self.ref: object = None  # the offending message's id, once known
 
 
 class MalformedMessage(SignallingError):
@@ -72,3 +75,11 @@ class RateLimited(SignallingError):
 
 class InvalidResume(SignallingError):
     code = "invalid_resume"
+
+
+class RoomBusy(SignallingError):
+    code = "room_busy"
+
+
+class Unavailable(SignallingError):
+    code = "unavailable"

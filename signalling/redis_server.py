@@ -59,7 +59,7 @@ class RedisProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.socket_path = self.data_dir / "redis.sock"
         if port is None and len(str(self.socket_path)) > MAX_UNIX_PATH:
-            raise ValueError(f"data directory path too long for a unix socket: {self.data_dir}")
+            self.port = _free_port()  # the path cannot be a unix socket: loopback TCP
 
     @property
     def url(self) -> str:
@@ -169,6 +169,13 @@ class RedisProcess:
                     time.sleep(0.01)
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _die_with_parent() -> None:

@@ -58,6 +58,9 @@ class Settings:
     turn_ttl: float = 3600.0
     web_dir: Path | None = None
     log_level: str = "info"
+    redis_url: str | None = None  # None: run an embedded redis-server in data_dir
+    node_timeout: float = 5.0  # a node silent this long is dead; survivors clean up
+    heartbeat_every: float = 1.0
 
     @property
     def base_url(self) -> str:
@@ -78,6 +81,9 @@ class Settings:
         limits = Limits(
             hello_timeout=_float(env, "VESTIBULE_HELLO_TIMEOUT", default.hello_timeout),
             max_message_bytes=_int(env, "VESTIBULE_MAX_MESSAGE_BYTES", default.max_message_bytes),
+            transport_max_bytes=_int(
+                env, "VESTIBULE_TRANSPORT_MAX_BYTES", default.transport_max_bytes
+            ),
             outbox=_int(env, "VESTIBULE_OUTBOX", default.outbox),
             rate_per_second=_float(env, "VESTIBULE_RATE", default.rate_per_second),
             rate_burst=_int(env, "VESTIBULE_RATE_BURST", default.rate_burst),
@@ -99,10 +105,17 @@ class Settings:
             turn_ttl=_float(env, "VESTIBULE_TURN_TTL", 3600.0),
             web_dir=_web_dir(env),
             log_level=env.get("VESTIBULE_LOG_LEVEL", "info"),
+            redis_url=env.get("VESTIBULE_REDIS_URL") or env.get("REDIS_URL") or None,
+            node_timeout=_float(env, "VESTIBULE_NODE_TIMEOUT", 5.0),
         )
         settings = replace(settings, **overrides)  # type: ignore[arg-type]
         if settings.turn_urls and not settings.turn_secret:
             raise ConfigError("VESTIBULE_TURN_URLS needs VESTIBULE_TURN_SECRET")
+        if settings.limits.idle_timeout <= 2 * settings.limits.heartbeat_interval:
+            raise ConfigError(
+                "VESTIBULE_IDLE_TIMEOUT must be more than twice the heartbeat interval "
+                f"({settings.limits.heartbeat_interval:g} s)"
+            )
         return settings
 
 

@@ -18,7 +18,7 @@ from functools import cached_property
 
 from admission.policy import Decision, decide
 from rooms.events import Event, EventKind, ExitCause
-from rooms.ids import ParticipantId
+from rooms.ids import AppointmentId, ParticipantId
 from rooms.participants import Participant, Stage
 from rooms.room import Room
 from rooms.status import CallStatus, call_status
@@ -35,13 +35,18 @@ class View:
 class Snapshot:
     """The room's shared payloads after a change, built on first use."""
 
-    def __init__(self, room: Room, *, window_closed: bool) -> None:
+    def __init__(
+        self, room: Room, *, appointment: AppointmentId | None, window_closed: bool
+    ) -> None:
         self.room = room
+        self.appointment = appointment
         self.window_closed = window_closed
 
     @cached_property
     def status(self) -> CallStatus:
-        return call_status(self.room, window_closed=self.window_closed)
+        return call_status(
+            self.room, appointment=self.appointment, window_closed=self.window_closed
+        )
 
     @cached_property
     def roster(self) -> list[dict[str, object]]:
@@ -57,7 +62,8 @@ class Snapshot:
 
 
 def _person(p: Participant) -> dict[str, object]:
-    return {"participant_id": p.id, "role": p.role.value, "name": p.name}
+    # "connected" lets peers see a participant drop (and come back) within its grace period
+    return {"participant_id": p.id, "role": p.role.value, "name": p.name, "connected": p.connected}
 
 
 def notices(pid: ParticipantId, events: list[Event]) -> list[Message]:

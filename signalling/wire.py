@@ -19,7 +19,13 @@ from typing import Any
 
 import msgpack
 
-from signalling.errors import FrameTooLarge, InvalidMessage, MalformedMessage, UnknownType
+from signalling.errors import (
+    FrameTooLarge,
+    InvalidMessage,
+    MalformedMessage,
+    SignallingError,
+    UnknownType,
+)
 
 Message = dict[str, Any]
 
@@ -64,10 +70,16 @@ def decode(frame: str | bytes, max_bytes: int) -> tuple[Message, Codec]:
     kind = message.get("type")
     if not isinstance(kind, str):
         raise MalformedMessage("a message must be a map with a string type")
-    schema = CLIENT_MESSAGES.get(kind)
-    if schema is None:
-        raise UnknownType(f"unknown message type {kind[:64]!r}", {"type": kind[:64]})
-    _validate(message, schema)
+    try:
+        schema = CLIENT_MESSAGES.get(kind)
+        if schema is None:
+            raise UnknownType(f"unknown message type {kind[:64]!r}", {"type": kind[:64]})
+        _validate(message, schema)
+    except SignallingError as exc:
+        ref = message.get("id")
+        if isinstance(ref, str | int) and not isinstance(ref, bool) and len(str(ref)) <= _ID:
+            exc.ref = ref  # so the client can tell which of its messages failed
+        raise
     return message, codec
 
 

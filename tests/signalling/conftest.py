@@ -33,6 +33,7 @@ from rooms.roles import Role
 from signalling.app import create_app
 from signalling.client import Client
 from signalling.hub import Hub
+from signalling.redis_server import RedisProcess
 from signalling.settings import Limits, Settings
 from tests.support import KEYRING, free_port, token
 
@@ -51,7 +52,7 @@ _SETTING_FIELDS = frozenset(f.name for f in dataclasses.fields(Settings)) - {"li
 
 
 class FakeClock:
-    """Unix seconds that move only when told to; ``reads`` counts calls (see `Node.sweeps`)."""
+    """Unix seconds that move only when told to; ``reads`` counts calls."""
 
     def __init__(self, now: float = EPOCH) -> None:
         self.now = now
@@ -119,14 +120,11 @@ class Node:
         return client
 
     async def sweeps(self, count: int = 2) -> None:
-        """Wait until the sweeper has read the clock ``count`` more times.
-
-        With no client activity the sweeper is the only reader of the clock and a sweep runs
-        in one synchronous step, so after two more reads at least one whole sweep has seen
-        the clock as it is now. Bounded: fails after 200 sweep periods."""
-        target = self.clock.reads + count
+        """Wait until ``count`` more sweeps have completed, so that at least one whole sweep
+        has seen the clock as it is now. Bounded: fails after 200 sweep periods."""
+        target = self.hub.sweeps + count
         for _ in range(200):
-            if self.clock.reads >= target:
+            if self.hub.sweeps >= target:
                 return
             await asyncio.sleep(self.settings.sweep_interval)
         raise AssertionError("the sweeper did not run")
@@ -156,14 +154,15 @@ class Serve(Protocol):
 
 
 @pytest.fixture
-async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
-    """A factory: ``await serve(**overrides)`` starts a node; all stop at teardown."""
+async def serve(tmp_path: Path, redis_server: RedisProcess) -> AsyncIterator[Serve]:
+    """A factory: ``await serve(**overrides)`` starts a node; all stop at teardown. The
+    nodes of one test share one real redis-server, as a cluster's nodes do."""
     running: list[tuple[Node, uvicorn.Server, asyncio.Task[None]]] = []
 
     async def start(*, clock: FakeClock | None = None, **overrides: Any) -> Node:
         clock = clock or FakeClock()
         settings = build_settings(tmp_path / f"node{len(running)}", **overrides)
-        app = create_app(settings, clock)
+        app = create_app(settings, clock, redis_url=redis_server.url)
         port = free_port()
         config = uvicorn.Config(
             app,
@@ -198,12 +197,23 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
                 with contextlib.suppress(Exception):
                     await client.close()
             server.should_exit = True
-            await task
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 15)
+            except TimeoutError:
+                stuck = "\n".join(_stack(t) for t in asyncio.all_tasks() if not t.done())
+                task.cancel()
+                raise AssertionError(f"the server did not stop; tasks:\n{stuck}") from None
             for name in _WATCHED_LOGGERS:
                 logging.getLogger(name).removeHandler(node._errors)
         for node, _, _ in running:
             errors = [r.getMessage() for r in node.take_errors()]
             assert not errors, f"the server logged errors: {errors}"
+
+
+def _stack(task: asyncio.Task[Any]) -> str:
+    frames = task.get_stack(limit=8)
+    where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+    return f"{task.get_name()}: {where}"
 
 
 @pytest.fixture

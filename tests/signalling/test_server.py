@@ -70,7 +70,8 @@ def roster_ids(roster: Message) -> list[str]:
 
 def participant(node: Node, pid: str) -> Participant | None:
     """The node's view of a participant (a read-only query of the hub)."""
-    return node.hub.room(RoomId(ROOM)).participants.get(ParticipantId(pid))
+    room = node.hub.peek(RoomId(ROOM))
+    return None if room is None else room.participants.get(ParticipantId(pid))
 
 
 async def drop(node: Node, client: Client) -> None:
@@ -207,8 +208,8 @@ async def test_an_unknown_type_gets_unknown_type_and_the_connection_stays_open(
     node: Node,
 ) -> None:
     patient = await node.connect(room=ROOM, token=patient_token(node))
-    await patient.request("teleport")
-    reply = await error(patient, "unknown_type")  # before validation: no ref (PROTOCOL §3)
+    ref = await patient.request("teleport")
+    reply = await error(patient, "unknown_type", ref=ref)  # the ref names the bad message
     assert reply["details"] == {"type": "teleport"}
     await still_open(patient)
 
@@ -217,11 +218,11 @@ async def test_a_missing_field_gets_invalid_message_and_the_connection_stays_ope
     node: Node,
 ) -> None:
     patient = await node.connect(room=ROOM, token=patient_token(node))
-    await patient.request("admit")
-    reply = await error(patient, "invalid_message")
+    ref = await patient.request("admit")
+    reply = await error(patient, "invalid_message", ref=ref)
     assert reply["details"] == {"field": "participant_id"}
-    await patient.request("deny", participant_id="p_1", message="x" * 501)
-    reply = await error(patient, "invalid_message")
+    ref = await patient.request("deny", participant_id="p_1", message="x" * 501)
+    reply = await error(patient, "invalid_message", ref=ref)
     assert reply["details"] == {"field": "message", "max_length": 500}
     await still_open(patient)
 
@@ -473,7 +474,7 @@ async def test_msgpack_binary_frames_carry_the_same_messages(node: Node) -> None
             "can_ask": False,
         }
         await ws.send({"type": "teleport", "id": 7}, Codec.MSGPACK)
-        check_error(await ws.recv(), "unknown_type")
+        check_error(await ws.recv(), "unknown_type", ref=7)
         await ws.send({"type": "knock_cancel", "id": 8}, Codec.MSGPACK)
         waiting = await ws.recv()
         assert waiting["position"] is None
@@ -805,7 +806,9 @@ async def test_a_second_connection_replaces_the_first_without_a_duplicate(
     assert (await second.expect("waiting"))["position"] == 1
     await still_open(host)
     assert pids(host.state["waiting_list"]) == [a, b]
-    assert [p.id for p in node.hub.room(RoomId(ROOM)).waiting()] == [a, b]
+    room = node.hub.peek(RoomId(ROOM))
+    assert room is not None
+    assert [p.id for p in room.waiting()] == [a, b]
 
     # The replaced connection's end is not a lost connection: no grace period starts.
     known = participant(node, a)
