@@ -1,4 +1,4 @@
-"""End-to-end fixtures: the real server as a separate OS process, and loopback-only ICE."""
+"""End-to-end fixtures: the real server as separate OS processes, and loopback-only ICE."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aioice.ice
 import pytest
 
+from signalling.redis_server import RedisProcess
 from tests.support import KEYS_ENV, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,55 +23,130 @@ STOP_TIMEOUT = 5.0  # seconds for a graceful exit after SIGTERM before SIGKILL
 POLL = 0.02
 
 
-@pytest.fixture
-def server_url(tmp_path: Path) -> Iterator[str]:
-    """Run ``python -m signalling.cli serve`` on a free port with the test key ring and
-    yield its WebSocket URL. At teardown the process gets SIGTERM (SIGKILL if it does not
-    exit in time); the test fails if it needed killing or wrote a traceback to stderr."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VESTIBULE_")}
-    env.update(KEYS_ENV)
-    command = [sys.executable, "-m", "signalling.cli", "serve"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp_path / "data")]
-    stdout, stderr = tmp_path / "server.out", tmp_path / "server.err"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err)
-    killed = False
-    try:
-        _wait_healthy(process, port, stderr)
-        yield f"ws://127.0.0.1:{port}/ws"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            killed = True
-            process.kill()
-            process.wait(STOP_TIMEOUT)
-    log = stderr.read_text(errors="replace")
-    if "Traceback" in log:
-        pytest.fail(f"the server wrote a traceback to stderr:\n{log}")
-    if killed:
-        pytest.fail(f"the server did not exit within {STOP_TIMEOUT:g}s of SIGTERM:\n{log}")
+class ServerProcess:
+    """``python -m signalling.cli serve`` on a free port with the test key ring.
 
+    With ``redis_url`` the node uses that Redis; without, it embeds its own in
+    ``data_dir`` (the default a user gets)."""
 
-def _wait_healthy(process: subprocess.Popen[bytes], port: int, stderr: Path) -> None:
-    """Poll GET /healthz until it answers 200; fail if the process exits or time runs out."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{stderr.read_text()}")
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+    def __init__(
+        self, data_dir: Path, *, redis_url: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        self.data_dir = data_dir
+        self.redis_url = redis_url
+        self.extra_env = env or {}
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.killed = False
+        self.stderr = data_dir / f"server-{self.port}.err"
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self) -> ServerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VESTIBULE_")}
+        env.pop("REDIS_URL", None)
+        env.update(KEYS_ENV)
+        env.update(self.extra_env)
+        if self.redis_url is not None:
+            env["REDIS_URL"] = self.redis_url
+        command = [sys.executable, "-m", "signalling.cli", "serve", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--data-dir", str(self.data_dir / "data")]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.stderr.open("ab") as err:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err
+            )
+        self._wait_for("/healthz")
+        return self
+
+    def status(self, path: str) -> int | None:
+        """The HTTP status of GET ``path``, or None if nothing answers."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1.0)
         try:
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                return
+            connection.request("GET", path)
+            return connection.getresponse().status
         except OSError:
-            pass  # not listening yet
+            return None
         finally:
             connection.close()
-        time.sleep(POLL)
-    pytest.fail(f"the server did not answer /healthz within {START_TIMEOUT:g}s")
+
+    def _wait_for(self, path: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited with {self.process.returncode}:\n{self.log()}")
+            if self.status(path) == 200:
+                return
+            time.sleep(POLL)
+        pytest.fail(f"the server did not answer {path} within {START_TIMEOUT:g}s")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time (recorded in ``killed``)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.killed = True
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT)
+
+    def crash(self) -> None:
+        """SIGKILL, as a machine failure would: no clean-up at all."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(STOP_TIMEOUT)
+
+    def log(self) -> str:
+        return self.stderr.read_text(errors="replace") if self.stderr.exists() else ""
+
+    def check(self) -> None:
+        """Fail the test if the server wrote a traceback or needed killing at stop."""
+        if "Traceback" in self.log():
+            pytest.fail(f"the server wrote a traceback to stderr:\n{self.log()}")
+        if self.killed:
+            pytest.fail(f"the server did not exit within {STOP_TIMEOUT:g}s of SIGTERM")
+
+
+@pytest.fixture
+def server_url(tmp_path: Path) -> Iterator[str]:
+    """One node on its embedded Redis; yields its WebSocket URL."""
+    server = ServerProcess(tmp_path / "node").start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+    server.check()
+
+
+Nodes = Callable[..., list[ServerProcess]]
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, redis_server: RedisProcess) -> Iterator[Nodes]:
+    """A factory: ``nodes(2)`` starts two node processes sharing the test's redis-server.
+    Every node is stopped and checked at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(count: int, **env: str) -> list[ServerProcess]:
+        batch = [
+            ServerProcess(tmp_path / f"node{len(started) + i}", redis_url=redis_server.url, env=env)
+            for i in range(count)
+        ]
+        started.extend(batch)
+        return [server.start() for server in batch]
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+    for server in started:
+        server.check()
 
 
 @pytest.fixture
