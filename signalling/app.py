@@ -22,6 +22,8 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from signalling.api.app import build_api
+from signalling.api.context import ApiContext
 from signalling.bus import Bus, new_node_id
 from signalling.connection import Connection
 from signalling.hub import Hub
@@ -106,10 +108,12 @@ def create_app(
                 await bus.leave()
             await redis.aclose()
 
+    api = build_api(ApiContext(redis, settings, clock, hub))
     routes: list[BaseRoute] = [
         WebSocketRoute("/ws", signalling),
         Route("/healthz", health),
         Route("/readyz", ready),
+        Mount("/api/v1", routes=api.routes()),
     ]
     web = settings.web_dir
     if web is not None:
@@ -123,6 +127,7 @@ def create_app(
     app.state.hub = hub
     app.state.redis = redis
     app.state.node_id = node_id
+    app.state.api = api
     return app
 
 

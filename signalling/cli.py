@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import datetime
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import uvicorn
+from redis.asyncio import Redis
 
 from admission.tokens import JoinClaims, encode_join, new_token_id
 from rooms.ids import AppointmentId, RoomId
 from rooms.roles import Role
+from signalling.api.errors import NotFound
+from signalling.api.keys import ApiKeys
 from signalling.app import create_app
 from signalling.redis_server import RedisProcess
 from signalling.settings import ConfigError, Settings
@@ -42,10 +47,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     link.add_argument("--valid-for", type=float, default=7 * 86400.0, help="seconds")
     link.add_argument("--data-dir", help="where the signing keys live (VESTIBULE_DATA_DIR)")
 
+    keys = commands.add_parser("keys", help="manage API keys")
+    keys.add_argument("--data-dir", help="where the embedded Redis lives (VESTIBULE_DATA_DIR)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="make a key; it is shown once")
+    create.add_argument("--name", required=True, help="what the key is for")
+    key_commands.add_parser("list", help="list keys (ids and names, never secrets)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "keys":
+            return asyncio.run(_keys(args))
         return _link(args)
     except ConfigError as exc:
         print(f"vestibule: {exc}", file=sys.stderr)
@@ -80,6 +96,50 @@ def _serve(args: argparse.Namespace) -> int:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    with _redis_url(settings) as url:
+        redis = Redis.from_url(url)
+        try:
+            store = ApiKeys(redis)
+            if args.keys_command == "create":
+                record, secret = await store.create(args.name)
+                print(f"{record.id}\t{secret}")
+                print("store this key now: it is not shown again", file=sys.stderr)
+            elif args.keys_command == "list":
+                for key in await store.list():
+                    state = "revoked" if key.revoked_at is not None else "active"
+                    print(f"{key.id}\t{state}\t{key.name}")
+            else:
+                try:
+                    record = await store.revoke(args.key_id)
+                except NotFound:
+                    print(f"vestibule: no API key {args.key_id}", file=sys.stderr)
+                    return 1
+                print(f"{record.id}\trevoked")
+        finally:
+            await redis.aclose()
+    return 0
+
+
+@contextlib.contextmanager
+def _redis_url(settings: Settings) -> Iterator[str]:
+    """The Redis the server uses: REDIS_URL, else the embedded one (the running node's, or
+    started for this command alone)."""
+    if settings.redis_url is not None:
+        yield settings.redis_url
+        return
+    embedded = RedisProcess(settings.data_dir / "redis")
+    if embedded.ping():
+        yield embedded.url
+        return
+    embedded.start()
+    try:
+        yield embedded.url
+    finally:
+        embedded.stop()
 
 
 def _link(args: argparse.Namespace) -> int:

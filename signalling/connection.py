@@ -36,10 +36,12 @@ from rooms.events import Event
 from rooms.ids import ParticipantId, RoomId, SessionId
 from rooms.room import Room
 from rooms.status import call_status
+from signalling.api.links import is_revoked
 from signalling.errors import (
     DuplicateHello,
     HelloRequired,
     InvalidResume,
+    LinkRevoked,
     RateLimited,
     SignallingError,
     Unavailable,
@@ -196,7 +198,7 @@ class Connection:
                             raise HelloRequired("the first message must be hello")
                         await self._hello(message)
                         return True
-                    except (TokenError, WrongRoom, InvalidResume) as exc:
+                    except (TokenError, WrongRoom, InvalidResume, LinkRevoked) as exc:
                         await self._refuse(exc, CLOSE_UNAUTHORIZED, ref)
                         return False
                     except WindowError as exc:
@@ -346,6 +348,8 @@ class Connection:
         claims = decode_join(message["token"], keyring, now, leeway=TOKEN_LEEWAY)
         if claims.room != room_id:
             raise WrongRoom(f"this token is for another room than {room_id[:64]}")
+        if await is_revoked(self.hub.redis, claims.token_id):
+            raise LinkRevoked("this link has been revoked: ask for a new one")
         pid = self._participant_id(claims)
         known_name = claims.name
         if "resume" in message:

@@ -13,6 +13,7 @@
     ├── PeerUnavailable        the peer's connection is down      (peer_unavailable)
     ├── RateLimited            too many messages                  (rate_limited)
     ├── InvalidResume          the resume token does not match     (invalid_resume)
+    ├── LinkRevoked            the join link was revoked           (link_revoked)
     ├── RoomBusy               too many concurrent decisions       (room_busy)
     └── Unavailable            Redis cannot be reached             (unavailable)
 
@@ -83,3 +84,7 @@ class RoomBusy(SignallingError):
 
 class Unavailable(SignallingError):
     code = "unavailable"
+
+
+class LinkRevoked(SignallingError):
+    code = "link_revoked"

@@ -27,9 +27,11 @@ from typing import Any, Protocol
 
 import pytest
 import uvicorn
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from rooms.roles import Role
+from signalling.api.keys import ApiKeys
 from signalling.app import create_app
 from signalling.client import Client
 from signalling.hub import Hub
@@ -108,6 +110,21 @@ class Node:
     def hub(self) -> Hub:
         hub: Hub = self.app.state.hub
         return hub
+
+    @property
+    def http(self) -> str:
+        """The base URL of the REST API, e.g. ``http://127.0.0.1:PORT/api/v1``."""
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    @property
+    def redis(self) -> Redis:
+        redis: Redis = self.app.state.redis
+        return redis
+
+    async def api_key(self, name: str = "test") -> str:
+        """A fresh API key's secret (as `vestibule keys create` would make)."""
+        _, secret = await ApiKeys(self.redis).create(name)
+        return secret
 
     def token(self, room: str, role: Role, **claims: Any) -> str:
         """A join token valid from now on this node's clock (see tests.support.token)."""

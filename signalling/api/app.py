@@ -1,0 +1,14 @@
+"""The API's operations, from every resource module."""
+
+from __future__ import annotations
+
+from signalling.api.context import ApiContext
+from signalling.api.keys import ApiKeys
+from signalling.api.registry import Api
+
+
+def build_api(ctx: ApiContext) -> Api:
+    """Every operation of ``/api/v1``; `Api.routes` mounts them, `Api.openapi` describes
+    them."""
+    api = Api(ApiKeys(ctx.redis))
+    return api

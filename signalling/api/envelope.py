@@ -1,0 +1,99 @@
+"""The response envelope and the wrapper every endpoint goes through.
+
+``{"data": ..., "meta": {"request_id": ...}, "error": null}`` on success;
+``{"data": null, "meta": {...}, "error": {"code", "message", "details"}}`` on failure.
+The wrapper gives each request an id, checks the API key, turns `ApiError` into its
+status, Redis outages into 503, and anything unexpected into a logged 500 that shows the
+client no trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from signalling.api.errors import ApiError, InvalidJson, ServiceUnavailable
+from signalling.api.keys import ApiKey, ApiKeys
+
+log = logging.getLogger("vestibule.signalling.api")
+
+Handler = Callable[["Call"], Awaitable[Response]]
+MAX_BODY = 64 * 1024
+
+
+class Call:
+    """One API request: the Starlette request, its id and the key that made it."""
+
+    def __init__(self, request: Request, request_id: str, key: ApiKey | None) -> None:
+        self.request = request
+        self.request_id = request_id
+        self.key = key
+
+    @property
+    def key_id(self) -> str | None:
+        return None if self.key is None else self.key.id
+
+    def ok(self, data: object, status: int = 200, **meta: object) -> Response:
+        return JSONResponse(
+            {"data": data, "meta": {"request_id": self.request_id, **meta}, "error": None},
+            status_code=status,
+        )
+
+    async def json(self) -> object:
+        """The body parsed as JSON; raise InvalidJson."""
+        body = await self.request.body()
+        if len(body) > MAX_BODY:
+            raise InvalidJson(f"the body is over {MAX_BODY} bytes", {"max_bytes": MAX_BODY})
+        if not body:
+            return {}
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise InvalidJson("the body is not valid JSON") from None
+
+
+def failure(request_id: str, error: ApiError) -> Response:
+    body = {
+        "data": None,
+        "meta": {"request_id": request_id},
+        "error": {"code": error.code, "message": error.message, "details": error.details},
+    }
+    return JSONResponse(body, status_code=error.status)
+
+
+def endpoint(keys: ApiKeys | None, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap ``handler``; ``keys=None`` makes the endpoint public."""
+
+    async def wrapped(request: Request) -> Response:
+        request_id = "req_" + secrets.token_hex(8)
+        try:
+            key = None if keys is None else await keys.authenticate(request)
+            return await handler(Call(request, request_id, key))
+        except ApiError as exc:
+            return failure(request_id, exc)
+        except RedisError as exc:
+            log.warning("%s: redis unavailable (%s)", request_id, type(exc).__name__)
+            return failure(request_id, ServiceUnavailable("storage is unreachable: try again"))
+        except Exception:  # a bug, not the client's input: logged, and no trace shown
+            log.exception("%s failed", request_id)
+            return failure(request_id, ApiError("the server failed to handle this request"))
+
+    return wrapped
+
+
+def paged(call: Call, items: list[Any], *, limit: int, offset: int, total: int) -> Response:
+    more = offset + len(items) < total
+    return call.ok(
+        items,
+        limit=limit,
+        offset=offset,
+        has_more=more,
+        next_offset=offset + limit if more else None,
+    )

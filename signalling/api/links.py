@@ -1,0 +1,223 @@
+"""Rooms and join links as the API manages them (seeds 000, 001, 003).
+
+A clinician has one persistent room; ad-hoc rooms and rooms personalised for one client
+(with a title) can be made too. A join link is a signed join token in the fragment of
+``<base>/join/<room>#<token>``; its token id is the link id, so a link can be revoked
+(refused at hello from then on) and regenerated (the old one revoked, a new one made).
+
+Keys: ``vst:room:<id>`` (room record), ``vst:link:<id>`` (link record),
+``vst:links:revoked`` (set of revoked link ids), ``vst:{<room>}:links`` (the room's links).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+from dataclasses import dataclass, replace
+from typing import Any
+
+import msgpack
+
+from admission.tokens import JoinClaims, encode_join
+from rooms.ids import AppointmentId, RoomId
+from rooms.roles import Role
+from signalling.api.context import ApiContext
+from signalling.api.errors import NotFound
+
+REVOKED = "vst:links:revoked"
+DEFAULT_LINK_LIFETIME = 30 * 86400.0
+
+
+class RoomKind(enum.Enum):
+    CLINICIAN = "clinician"  # the clinician's persistent room
+    ADHOC = "adhoc"  # a room without an appointment
+    PERSONAL = "personal"  # a room personalised for one client
+
+
+class LinkKind(enum.Enum):
+    PATIENT = "patient"  # personal: the booked patient, who is counted in capacity
+    GENERAL = "general"  # anyone with the link, who types a name (a guest)
+    CLINICIAN = "clinician"  # the host
+
+    @property
+    def role(self) -> Role:
+        return {
+            LinkKind.PATIENT: Role.PATIENT,
+            LinkKind.GENERAL: Role.GUEST,
+            LinkKind.CLINICIAN: Role.HOST,
+        }[self]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    id: RoomId
+    kind: RoomKind
+    title: str | None
+    clinician_id: str | None
+    patient_id: str | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    id: str
+    room: RoomId
+    kind: LinkKind
+    subject: str | None
+    name: str | None
+    appointment: AppointmentId | None
+    starts_at: float | None
+    ends_at: float | None
+    capacity: int | None
+    created_at: float
+    expires_at: float
+    revoked_at: float | None
+    url: str
+
+    def status(self, now: float) -> str:
+        """active, expired (needs regenerating) or revoked."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if now >= self.expires_at else "active"
+
+
+def clinician_room_id(clinician_id: str) -> RoomId:
+    """The clinician's persistent room: the same for every patient and every day."""
+    return RoomId("rm_" + hashlib.sha256(clinician_id.encode()).hexdigest()[:20])
+
+
+class Links:
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        self.redis = ctx.redis
+
+    # -- rooms ----------------------------------------------------------------------------
+
+    async def clinician_room(self, clinician_id: str) -> RoomRecord:
+        """The clinician's persistent room, made on first use."""
+        record = RoomRecord(
+            clinician_room_id(clinician_id), RoomKind.CLINICIAN, None, clinician_id, None,
+            self.ctx.clock(),
+        )  # fmt: skip
+        await self.redis.set(f"vst:room:{record.id}", _pack_room(record), nx=True)
+        return await self.room(record.id)
+
+    async def create_room(
+        self, kind: RoomKind, *, title: str | None, clinician_id: str | None, patient_id: str | None
+    ) -> RoomRecord:
+        record = RoomRecord(
+            RoomId("rm_" + secrets.token_hex(10)), kind, title, clinician_id, patient_id,
+            self.ctx.clock(),
+        )  # fmt: skip
+        await self.redis.set(f"vst:room:{record.id}", _pack_room(record))
+        return record
+
+    async def room(self, room_id: str) -> RoomRecord:
+        raw: Any = await self.redis.get(f"vst:room:{room_id}")
+        if raw is None:
+            raise NotFound(f"no room {room_id}", {"room_id": room_id})
+        return _unpack_room(raw)
+
+    # -- links ----------------------------------------------------------------------------
+
+    async def issue(
+        self,
+        room: RoomId,
+        kind: LinkKind,
+        *,
+        subject: str | None = None,
+        name: str | None = None,
+        appointment: AppointmentId | None = None,
+        starts_at: float | None = None,
+        ends_at: float | None = None,
+        capacity: int | None = None,
+        lifetime: float = DEFAULT_LINK_LIFETIME,
+    ) -> Link:
+        """Sign and record a new join link."""
+        now = self.ctx.clock()
+        link_id = "lk_" + secrets.token_hex(10)
+        claims = JoinClaims(
+            room=room,
+            role=kind.role,
+            subject=subject if kind is not LinkKind.GENERAL else None,
+            name=name if kind is not LinkKind.GENERAL else None,
+            appointment=appointment,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            capacity=capacity,
+            not_before=now - 60.0,
+            expires_at=now + lifetime,
+            token_id=link_id,
+        )
+        token = encode_join(claims, self.ctx.settings.keyring)
+        link = Link(
+            link_id, room, kind, claims.subject, claims.name, appointment, starts_at, ends_at,
+            capacity, now, claims.expires_at, None,
+            f"{self.ctx.settings.base_url}/join/{room}#{token}",
+        )  # fmt: skip
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(f"vst:link:{link_id}", _pack_link(link))
+            pipe.sadd(f"vst:{{{room}}}:links", link_id)
+            await pipe.execute()
+        return link
+
+    async def get(self, link_id: str) -> Link:
+        raw: Any = await self.redis.get(f"vst:link:{link_id}")
+        if raw is None:
+            raise NotFound(f"no link {link_id}", {"link_id": link_id})
+        return _unpack_link(raw)
+
+    async def of_room(self, room: RoomId) -> list[Link]:
+        ids: Any = await self.redis.smembers(f"vst:{{{room}}}:links")
+        links = [await self.get(i.decode()) for i in ids]
+        return sorted(links, key=lambda link: link.created_at)
+
+    async def revoke(self, link_id: str) -> Link:
+        """Refuse the link at hello from now on (idempotent)."""
+        link = await self.get(link_id)
+        if link.revoked_at is None:
+            link = replace(link, revoked_at=self.ctx.clock())
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(f"vst:link:{link_id}", _pack_link(link))
+                pipe.sadd(REVOKED, link_id)
+                await pipe.execute()
+        return link
+
+    async def regenerate(self, link_id: str, lifetime: float = DEFAULT_LINK_LIFETIME) -> Link:
+        """Revoke a link and issue a fresh one for the same room, person and appointment."""
+        old = await self.revoke(link_id)
+        return await self.issue(
+            old.room, old.kind, subject=old.subject, name=old.name, appointment=old.appointment,
+            starts_at=old.starts_at, ends_at=old.ends_at, capacity=old.capacity, lifetime=lifetime,
+        )  # fmt: skip
+
+
+async def is_revoked(redis: Any, token_id: str) -> bool:
+    """Whether the link behind a join token has been revoked (tokens made outside the
+    API, e.g. by ``vestibule link``, are never in the set)."""
+    return bool(await redis.sismember(REVOKED, token_id))
+
+
+def _pack_room(r: RoomRecord) -> bytes:
+    return msgpack.packb([r.id, r.kind.value, r.title, r.clinician_id, r.patient_id, r.created_at])
+
+
+def _unpack_room(raw: bytes) -> RoomRecord:
+    rid, kind, title, clinician, patient, created = msgpack.unpackb(raw, raw=False)
+    return RoomRecord(RoomId(rid), RoomKind(kind), title, clinician, patient, created)
+
+
+def _pack_link(k: Link) -> bytes:
+    return msgpack.packb(
+        [k.id, k.room, k.kind.value, k.subject, k.name, k.appointment, k.starts_at, k.ends_at,
+         k.capacity, k.created_at, k.expires_at, k.revoked_at, k.url]
+    )  # fmt: skip
+
+
+def _unpack_link(raw: bytes) -> Link:
+    f = msgpack.unpackb(raw, raw=False)
+    return Link(
+        f[0], RoomId(f[1]), LinkKind(f[2]), f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10],
+        f[11], f[12],
+    )  # fmt: skip
