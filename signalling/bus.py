@@ -14,6 +14,7 @@ would be with the connection itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import Any
 
 import msgpack
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from rooms.ids import ParticipantId, RoomId
 from signalling.wire import Message
@@ -93,23 +95,35 @@ class Bus:
         await self.redis.publish(channel(node_id), payload)
 
     async def listen(self, receive: Receiver, ready: asyncio.Event | None = None) -> None:
-        """Deliver messages sent to this node until cancelled."""
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(channel(self.node_id))
-        if ready is not None:
-            ready.set()
-        try:
-            while True:
-                item: Any = await pubsub.get_message(timeout=1.0)
-                if item is None:
-                    continue
-                try:
-                    room_id, to, message = msgpack.unpackb(item["data"], raw=False)
-                    receive(RoomId(room_id), ParticipantId(to), message)
-                except (ValueError, TypeError, msgpack.UnpackException):
-                    log.warning("dropped a malformed message on the node channel")
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        """Deliver messages sent to this node until cancelled. If Redis goes away, it
+        subscribes again once Redis is back (what was published meanwhile is lost, as
+        transient messages are)."""
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel(self.node_id))
+                if ready is not None:
+                    ready.set()
+                backoff = 0.1
+                while True:
+                    item: Any = await pubsub.get_message(timeout=1.0)
+                    if item is None:
+                        continue
+                    try:
+                        room_id, to, message = msgpack.unpackb(item["data"], raw=False)
+                        receive(RoomId(room_id), ParticipantId(to), message)
+                    except (ValueError, TypeError, msgpack.UnpackException):
+                        log.warning("dropped a malformed message on the node channel")
+            except RedisError as exc:
+                # Without this the task ended at the first Redis restart and the node
+                # silently stopped receiving offers, answers and candidates from others.
+                log.warning("listen: redis unavailable (%s); retrying", type(exc).__name__)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
 
     async def dead_nodes(self, timeout: float) -> list[str]:
         """Nodes whose last heartbeat is older than ``timeout`` seconds."""

@@ -82,6 +82,8 @@ class Hub:
         self._wake_key = f"vst:node:{bus.node_id}:wake"
         self._tailing: frozenset[RoomId] = frozenset()
         self.sweeps = 0  # completed sweeps (lets tests wait for one)
+        # Connections lost while Redis was unreachable, recorded by the next sweep.
+        self._unrecorded: list[tuple[RoomId, ParticipantId, str, float]] = []
 
     # -- reading --------------------------------------------------------------------------
 
@@ -90,6 +92,11 @@ class Hub:
         `execute`)."""
         entry = await self._load(room_id)
         return entry.room
+
+    @property
+    def unrecorded(self) -> int:
+        """Lost connections waiting for Redis to come back to be recorded."""
+        return len(self._unrecorded)
 
     def peek(self, room_id: RoomId) -> Room | None:
         """This node's fold of the room as it is now, if it serves the room."""
@@ -207,7 +214,9 @@ class Hub:
 
         def attach() -> tuple[ParticipantId, Peer]:
             if window is not None:
-                entry.window, entry.appointment = window, appointment
+                entry.window = window
+            if appointment is not None:
+                entry.appointment = appointment
             old = entry.peers.get(pid)
             if old is not None and old is not peer:
                 previous.append(old)
@@ -231,13 +240,21 @@ class Hub:
         if entry is None or entry.peers.get(pid) is not peer:
             return
         del entry.peers[pid]
-        now = self.clock()
+        try:
+            await self._record_lost(room_id, pid, peer.connection_id, self.clock())
+        except RedisError:
+            self._unrecorded.append((room_id, pid, peer.connection_id, self.clock()))
+            raise
+
+    async def _record_lost(
+        self, room_id: RoomId, pid: ParticipantId, connection: str, now: float
+    ) -> None:
         await self.bus.unregister(room_id, pid)
 
         def disconnect(room: Room) -> list[Event]:
             if pid not in room.participants:
                 return []
-            return room.disconnect(pid, now, connection=peer.connection_id)
+            return room.disconnect(pid, now, connection=connection)
 
         await self.execute(room_id, disconnect)
 
@@ -308,6 +325,13 @@ class Hub:
         participants were removed."""
         now = self.clock()
         removed = 0
+        unrecorded, self._unrecorded = self._unrecorded, []
+        for index, lost in enumerate(unrecorded):
+            try:
+                await self._record_lost(*lost)
+            except RedisError:
+                self._unrecorded += unrecorded[index:]
+                raise
         for room_id, entry in list(self._rooms.items()):
             absent = any(not p.connected for p in entry.room.participants.values())
             if absent:
@@ -342,6 +366,12 @@ class Hub:
         for pid, peer in list(entry.peers.items()):
             self._tell(entry, pid, peer, events, snapshot)
         for event in events:
+            if event.kind is EventKind.RECONNECTED and event.participant is not None:
+                # Taken over by a newer connection, perhaps on another node: ours is stale.
+                stale = entry.peers.get(event.participant)
+                if stale is not None and stale.connection_id != event.connection:
+                    del entry.peers[event.participant]
+                    stale.close(CLOSE_REPLACED, "replaced by a newer connection")
             if event.kind is EventKind.DEPARTED and event.participant is not None:
                 gone = entry.peers.get(event.participant)
                 if gone is not None:

@@ -666,7 +666,7 @@ async def test_a_client_that_reads_is_not_cut_off_however_many_frames_arrive_tog
     await still_open(patient)
 
 
-async def test_a_client_that_stops_reading_is_cut_off_with_4429(serve: Serve) -> None:
+async def test_a_client_that_stops_reading_is_detached_at_once(serve: Serve) -> None:
     node = await serve(
         outbox=4, rate_per_second=1e6, rate_burst=1_000_000, max_message_bytes=70_000
     )
@@ -687,12 +687,21 @@ async def test_a_client_that_stops_reading_is_cut_off_with_4429(serve: Serve) ->
         for _ in range(sent):
             await host.offer(welcome["participant_id"], sdp)
         await still_open(host)  # the sender is not held up by the slow reader
+        # While the client still reads nothing, the server has already let go of it: the
+        # participant is marked disconnected, so its grace period runs.
+        pid = welcome["participant_id"]
+        await eventually(
+            lambda: (p := participant(node, pid)) is not None and not p.connected,
+            what="the slow reader to be detached",
+        )
         offers = 0
         with contextlib.suppress(ConnectionClosed):
             while True:
                 if (await slow.recv())["type"] == "offer":
                     offers += 1
-        assert await slow.close_code() == 4429
+        # The close frame is best effort: it may be stuck behind the data the client never
+        # read, and then the client sees the connection end abnormally.
+        assert await slow.close_code() in (4429, 1006)
         assert offers < sent
 
 

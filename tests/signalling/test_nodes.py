@@ -1,0 +1,58 @@
+"""Two nodes in one process, sharing one real redis-server: what one node does, the other
+sees; a participant's newest connection wins wherever it is; Redis outages lose nothing."""
+
+from __future__ import annotations
+
+from rooms.ids import ParticipantId, RoomId
+from rooms.roles import Role
+from signalling.redis_server import RedisProcess
+from tests.signalling.conftest import Serve, eventually
+
+ROOM = "r1"
+
+
+async def test_a_newer_connection_on_another_node_replaces_the_old_one(serve: Serve) -> None:
+    one = await serve()
+    two = await serve(clock=one.clock)
+    host = await one.connect(room=ROOM, token=one.token(ROOM, Role.HOST, subject="dr"))
+    token = one.token(ROOM, Role.PATIENT, subject="sam", name="Sam")
+    first = await one.connect(room=ROOM, token=token)
+    await first.expect("waiting")
+    second = await two.connect(room=ROOM, token=token)  # the same patient, another device
+    assert second.participant_id == first.participant_id
+    assert await first.closed() == 4409
+    assert (await second.expect("waiting"))["position"] == 1
+    await eventually(
+        lambda: (
+            [e["participant_id"] for e in host.state["waiting_list"]["entries"]]
+            == [second.participant_id]
+        ),
+        what="one entry for the patient on the host's list",
+    )
+    await second.ping()
+    await second.expect("pong")
+
+
+async def test_a_connection_lost_while_redis_is_down_is_recorded_once_it_is_back(
+    serve: Serve, redis_server: RedisProcess
+) -> None:
+    node = await serve(sweep_interval=0.05)
+    patient = await node.connect(room=ROOM, token=node.token(ROOM, Role.PATIENT, subject="sam"))
+    await patient.expect("waiting")
+    pid = ParticipantId(patient.participant_id)
+    redis_server.kill()
+    await patient.close()  # the node cannot record this now
+    await eventually(lambda: node.hub.unrecorded == 1, what="the loss to be kept for later")
+    room = node.hub.peek(RoomId(ROOM))
+    assert room is not None
+    assert room.get(pid).connected  # not recorded yet
+    redis_server.start()
+
+    def absent() -> bool:
+        room = node.hub.peek(RoomId(ROOM))
+        return room is not None and pid in room.participants and not room.get(pid).connected
+
+    await eventually(absent, what="the lost connection to be recorded", timeout=15.0)
+    assert node.hub.unrecorded == 0
+    # The outage was logged as a warning, not an error; nothing else went wrong.
+    assert node.take_errors() == []
