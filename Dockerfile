@@ -17,6 +17,8 @@ RUN pip install . \
 # A named volume mounted here starts with this directory's owner, so the app can write it.
 VOLUME /data
 ENV VESTIBULE_DATA_DIR=/data
+# The web pages are not part of the installed package: serve them from the copied source.
+ENV VESTIBULE_WEB_DIR=/src/web
 USER vestibule
 EXPOSE 8080
 CMD ["vestibule", "serve", "--host", "0.0.0.0", "--port", "8080"]
