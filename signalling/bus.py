@@ -4,7 +4,9 @@ delivery of transient messages (offer, answer, candidate) from node to node.
 Keys:
 - ``vst:nodes``: sorted set, node id -> unix time of its last heartbeat.
 - ``vst:node:<id>:rooms``: rooms in which the node has (or had) participants.
-- ``vst:{<room>}:where``: hash, participant id -> node id holding its connection.
+- ``vst:{<room>}:where``: hash, participant id -> ``<node id> <connection id>`` of its
+  connection (the connection too, so that cleaning up after a dead node can never touch
+  a newer connection of the same participant on a live node).
 - channel ``vst:node:<id>``: transient messages for the node's participants.
 
 Transient messages are never stored: if the node is gone, the message is lost, as it
@@ -70,23 +72,24 @@ class Bus:
     async def heartbeat(self) -> None:
         await self.redis.zadd(NODES, {self.node_id: self.clock()})
 
-    async def register(self, room_id: RoomId, pid: ParticipantId) -> None:
-        """Route messages for ``pid`` in ``room_id`` to this node from now on."""
+    async def register(self, room_id: RoomId, pid: ParticipantId, connection: str) -> None:
+        """Route messages for ``pid`` in ``room_id`` to this node's ``connection``."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(where_key(room_id), pid, self.node_id)
+            pipe.hset(where_key(room_id), pid, f"{self.node_id} {connection}")
             pipe.sadd(rooms_key(self.node_id), room_id)
             await pipe.execute()
 
     async def unregister(
-        self, room_id: RoomId, pid: ParticipantId, node_id: str | None = None
+        self, room_id: RoomId, pid: ParticipantId, connection: str, node_id: str | None = None
     ) -> None:
-        """Stop routing to ``node_id`` (this node by default), unless another node has
-        taken the participant over since."""
-        await self._unregister(keys=[where_key(room_id)], args=[pid, node_id or self.node_id])
+        """Stop routing to ``connection`` on ``node_id`` (this node by default), unless a
+        newer connection has taken the participant over since."""
+        value = f"{node_id or self.node_id} {connection}"
+        await self._unregister(keys=[where_key(room_id)], args=[pid, value])
 
     async def locate(self, room_id: RoomId, pid: ParticipantId) -> str | None:
-        node: Any = await self.redis.hget(where_key(room_id), pid)
-        return None if node is None else node.decode()
+        where: Any = await self.redis.hget(where_key(room_id), pid)
+        return None if where is None else where.decode().split(" ", 1)[0]
 
     async def send(
         self, node_id: str, room_id: RoomId, to: ParticipantId, message: Message
@@ -137,14 +140,18 @@ class Bus:
         )
         return bool(claimed)
 
-    async def held_by(self, node_id: str) -> dict[RoomId, list[ParticipantId]]:
-        """The participants a node held, room by room."""
+    async def held_by(self, node_id: str) -> dict[RoomId, list[tuple[ParticipantId, str]]]:
+        """The connections a node held, room by room: (participant, connection id)."""
         rooms: Any = await self.redis.smembers(rooms_key(node_id))
-        out: dict[RoomId, list[ParticipantId]] = {}
+        out: dict[RoomId, list[tuple[ParticipantId, str]]] = {}
         for raw in rooms:
             room_id = RoomId(raw.decode())
             where: Any = await self.redis.hgetall(where_key(room_id))
-            held = [ParticipantId(p.decode()) for p, n in where.items() if n.decode() == node_id]
+            held = []
+            for pid, value in where.items():
+                node, _, connection = value.decode().partition(" ")
+                if node == node_id:
+                    held.append((ParticipantId(pid.decode()), connection))
             if held:
                 out[room_id] = held
         return out

@@ -118,6 +118,19 @@ class Hub:
     async def _catch_up(self, entry: _Entry) -> None:
         self._absorb(entry, await self.log.read(entry.room.id, after=entry.last_id))
 
+    async def _rebuild(self, entry: _Entry) -> None:
+        """The stream is behind this node's fold (Redis came back without its tail, e.g.
+        a failover to a lagging replica): fold the room again from what the stream holds,
+        which is the truth, and tell everyone attached."""
+        log.error("room %s: the stream lost events this node had folded; rebuilding", entry.room.id)
+        entry.room = Room(entry.room.id)
+        entry.last_id = EMPTY
+        batch = await self.log.read(entry.room.id)
+        for stream_id, event in batch:
+            entry.room.apply(event)
+            entry.last_id = stream_id
+        self._fan_out(entry, [])
+
     def _absorb(self, entry: _Entry, batch: list[tuple[StreamId, Event]]) -> None:
         """Fold events read from the stream (skipping those already folded), fan out."""
         fresh: list[Event] = []
@@ -152,8 +165,11 @@ class Hub:
                 if events:
                     try:
                         ids = await self.log.append(entry.room.id, expected, events)
-                    except Conflict:
-                        await self._catch_up(entry)
+                    except Conflict as conflict:
+                        if parse_id(conflict.last_id) < parse_id(entry.last_id):
+                            await self._rebuild(entry)
+                        else:
+                            await self._catch_up(entry)
                         continue
                     await note_change(self.redis, entry.room.id)
                 tail_was_first = entry.last_id != expected  # it folded and fanned out ours
@@ -207,7 +223,7 @@ class Hub:
     ) -> list[Event]:
         room_id = entry.room.id
         await self._load(room_id)
-        await self.bus.register(room_id, pid)
+        await self.bus.register(room_id, pid, peer.connection_id)
         if window is not None and appointment is not None:
             await note_window(self.redis, room_id, appointment, window.closes_at)
         previous: list[Peer] = []
@@ -227,7 +243,7 @@ class Hub:
         try:
             events = await self._commit(entry, command, attach)
         except BaseException:
-            await self.bus.unregister(room_id, pid)
+            await self.bus.unregister(room_id, pid, peer.connection_id)
             raise
         for old in previous:
             old.close(CLOSE_REPLACED, "replaced by a newer connection")
@@ -249,7 +265,7 @@ class Hub:
     async def _record_lost(
         self, room_id: RoomId, pid: ParticipantId, connection: str, now: float
     ) -> None:
-        await self.bus.unregister(room_id, pid)
+        await self.bus.unregister(room_id, pid, connection)
 
         def disconnect(room: Room) -> list[Event]:
             if pid not in room.participants:
@@ -351,11 +367,11 @@ class Hub:
                 continue
             log.warning("node %s stopped answering: cleaning up after it", node)
             now = self.clock()
-            for room_id, pids in (await self.bus.held_by(node)).items():
-                for pid in pids:
-                    events = await self.execute(room_id, _lost(pid, now))
+            for room_id, held in (await self.bus.held_by(node)).items():
+                for pid, connection in held:
+                    events = await self.execute(room_id, _lost(pid, connection, now))
                     marked += len(events)
-                    await self.bus.unregister(room_id, pid, node)
+                    await self.bus.unregister(room_id, pid, connection, node)
             await self.bus.forget(node)
         return marked
 
@@ -402,11 +418,12 @@ class Hub:
         return Snapshot(entry.room, appointment=entry.appointment, window_closed=closed)
 
 
-def _lost(pid: ParticipantId, now: float) -> Command:
+def _lost(pid: ParticipantId, connection: str, now: float) -> Command:
+    """Mark ``connection`` lost; a no-op if the participant has moved on to another."""
+
     def command(room: Room) -> list[Event]:
         if pid not in room.participants:
             return []
-        participant = room.get(pid)
-        return room.disconnect(pid, now, connection=participant.connection)
+        return room.disconnect(pid, now, connection=connection)
 
     return command
