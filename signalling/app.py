@@ -2,7 +2,8 @@
 
 The lifespan connects to Redis and runs the node's background work: following its rooms'
 streams, receiving messages from other nodes, heartbeats and clean-up after dead nodes,
-grace-period sweeps, the status projector and (embedded default) watching redis-server.
+grace-period sweeps, the status projector, invitation delivery and (embedded default)
+watching redis-server.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,7 +27,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from signalling.api.app import build_api
+from signalling.api.appointment_store import outcome_hook
 from signalling.api.context import ApiContext
+from signalling.api.envelope import unrouted
+from signalling.api.invitations import delivery_worker
 from signalling.bus import Bus, new_node_id
 from signalling.connection import Connection
 from signalling.hub import Hub
@@ -46,11 +53,18 @@ def create_app(
     url = redis_url or settings.redis_url
     if url is None:
         raise ValueError("no Redis: pass redis_url or run `vestibule serve`, which embeds one")
-    redis = Redis.from_url(url, socket_timeout=10.0, socket_connect_timeout=2.0)
+    # One immediate retry on a broken connection: after a Redis restart every pooled
+    # connection is dead, and without it the first command on each failed (`unavailable`)
+    # although Redis was back. Retrying is safe: a retried compare-and-append that had
+    # gone through comes back as a conflict, never as a duplicate; the rest is idempotent
+    # or transient.
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    redis = Redis.from_url(url, socket_timeout=10.0, socket_connect_timeout=2.0, retry=retry)
     node_id = new_node_id()
     bus = Bus(redis, node_id, clock)
     hub = Hub(redis, bus, clock)
-    projector = Projector(redis, node_id, clock)
+    ctx = ApiContext(redis, settings, clock, hub)
+    projector = Projector(redis, node_id, clock, on_outcome=outcome_hook(ctx))
 
     async def signalling(ws: WebSocket) -> None:
         await Connection(ws, hub, settings, clock).run()
@@ -76,9 +90,25 @@ def create_app(
                 log.exception("%s failed", what)
             await asyncio.sleep(seconds)
 
+    healthy_since: float | None = None  # since when this node's heartbeats succeed
+
     async def keep_alive() -> None:
-        await bus.heartbeat()
-        await hub.reap(settings.node_timeout)
+        nonlocal healthy_since
+        try:
+            await bus.heartbeat()
+        except RedisError:
+            healthy_since = None
+            raise
+        now = clock()
+        if healthy_since is None:
+            healthy_since = now
+        # After Redis (or this node's link to it) was down, every other node's heartbeat
+        # looks stale: nobody could write one. Judge the others only once this node has
+        # seen Redis for a whole node timeout, time for any live node to heartbeat again;
+        # otherwise survivors of a long Redis outage reap each other and evict live
+        # participants when their grace runs out.
+        if now - healthy_since >= settings.node_timeout:
+            await hub.reap(settings.node_timeout)
 
     async def watch_redis() -> None:
         if embedded is not None and not embedded.alive():
@@ -94,6 +124,7 @@ def create_app(
             asyncio.create_task(every(settings.heartbeat_every, keep_alive, "heartbeat")),
             asyncio.create_task(every(settings.sweep_interval, _sweep(hub, settings), "sweep")),
             asyncio.create_task(projector.run()),
+            asyncio.create_task(delivery_worker(ctx, node_id).run()),
             asyncio.create_task(every(1.0, watch_redis, "redis watch")),
         ]
         await asyncio.wait_for(asyncio.gather(tailing.wait(), listening.wait()), 30)
@@ -101,14 +132,12 @@ def create_app(
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _stop(tasks)
             with contextlib.suppress(RedisError, OSError):
                 await bus.leave()
             await redis.aclose()
 
-    api = build_api(ApiContext(redis, settings, clock, hub))
+    api = build_api(ctx)
     routes: list[BaseRoute] = [
         WebSocketRoute("/ws", signalling),
         Route("/healthz", health),
@@ -118,17 +147,46 @@ def create_app(
     web = settings.web_dir
     if web is not None:
         join_page = web / "join.html"
+        console_page = web / "console.html"
 
         async def join(request: Request) -> Response:
             return FileResponse(join_page)
 
-        routes += [Route("/join/{room}", join), Mount("/", StaticFiles(directory=web, html=True))]
-    app = Starlette(routes=routes, lifespan=lifespan)
+        async def console(request: Request) -> Response:
+            # The clinician's console, opened from the clinician's link (token in the fragment).
+            return FileResponse(console_page)
+
+        routes += [
+            Route("/join/{room}", join),
+            Route("/console/{room}", console),
+            Mount("/", StaticFiles(directory=web, html=True)),
+        ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: unrouted, 405: unrouted},
+    )
     app.state.hub = hub
     app.state.redis = redis
     app.state.node_id = node_id
     app.state.api = api
     return app
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the background tasks and return once all of them have ended.
+
+    One cancel is not always enough: on Python 3.11 `asyncio.wait_for`, which redis-py
+    puts around each command's socket write when a socket timeout is set, drops a
+    cancellation that arrives as the write completes (CPython gh-86296, fixed in 3.12), and
+    the task's loop goes on to its next blocking read. So cancel again until all are done,
+    or the node would ignore SIGTERM."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+    await asyncio.gather(*tasks, return_exceptions=True)  # all done: collect their ends
 
 
 def _sweep(hub: Hub, settings: Settings) -> Callable[[], Awaitable[int]]:

@@ -8,14 +8,15 @@ For each changed room it folds the new events into the room's projection, stored
 ``vst:{<room>}:projection`` with the id of the last event folded; the write is a
 compare-and-set on that id, so a room is never folded twice from the same point, however
 often a change is delivered. Join windows that close (``vst:windows``, a sorted set by
-closing time) settle their appointment's outcome: completed, or no-show.
+closing time) settle their appointment's outcome: completed, or no-show. An ``on_outcome``
+hook hears of each outcome once, from the consumer whose save recorded it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import msgpack
@@ -35,6 +36,8 @@ GROUP = "projector"
 WINDOWS = "vst:windows"
 CHANGES_MAXLEN = 100_000
 CLAIM_IDLE_MS = 10_000
+
+OutcomeHook = Callable[[RoomId, AppointmentId, Outcome], Awaitable[None]]
 
 _SAVE = """
 local last = redis.call('HGET', KEYS[1], 'last')
@@ -96,8 +99,12 @@ class Projector:
         clock: Callable[[], float],
         *,
         claim_idle_ms: int = CLAIM_IDLE_MS,
+        on_outcome: OutcomeHook | None = None,
     ) -> None:
+        """``on_outcome`` is awaited after a save for each outcome that save recorded (an
+        appointment's status follows it); its failures are logged, never retried here."""
         self.redis = redis
+        self.on_outcome = on_outcome
         self.claim_idle_ms = claim_idle_ms
         self.log = EventLog(redis)
         self.consumer = consumer
@@ -166,6 +173,7 @@ class Projector:
                 if state is None
                 else Projection.from_record(msgpack.unpackb(state, raw=False))
             )
+            settled = set(projection.outcomes)
             newest = last
             for stream_id, event in await self.log.read(room_id, after=last):
                 projection.apply(event)
@@ -181,5 +189,25 @@ class Projector:
                 args=[last, newest, record, *outcomes],
             )
             if saved:
+                await self._tell(room_id, projection, settled)
                 return projection
             # another consumer folded this room meanwhile: start again from its checkpoint
+
+    async def _tell(
+        self, room_id: RoomId, projection: Projection, settled: set[AppointmentId]
+    ) -> None:
+        if self.on_outcome is None:
+            return
+        for appointment, outcome in projection.outcomes.items():
+            if appointment in settled:
+                continue
+            try:
+                await self.on_outcome(room_id, appointment, outcome)
+            except RedisError as exc:
+                log.warning(
+                    "projector: outcome of %s not passed on: redis unavailable (%s)",
+                    appointment,
+                    type(exc).__name__,
+                )
+            except Exception:  # the hook's bug must not stop the projection of other rooms
+                log.exception("projector: outcome hook failed for %s", appointment)

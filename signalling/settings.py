@@ -17,6 +17,7 @@ from pathlib import Path
 
 from admission.tokens import KeyRing, new_secret
 from admission.window import DEFAULT_CLOSES_AFTER, DEFAULT_OPENS_BEFORE
+from signalling.ice import ice_servers_for
 
 KEYS_FILE = "signing-keys.json"
 
@@ -60,7 +61,28 @@ class Settings:
     log_level: str = "info"
     redis_url: str | None = None  # None: run an embedded redis-server in data_dir
     node_timeout: float = 5.0  # a node silent this long is dead; survivors clean up
-    heartbeat_every: float = 1.0
+    # Invitations (signalling.outbox, signalling.channels). A channel without its settings
+    # is off: sending through it is refused when the invitation is created.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_from: str | None = None  # the From address; needed with smtp_host
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = True  # upgrade the connection with STARTTLS before sending
+    webhook_url: str | None = None  # receives a JSON POST per invitation (SMS gateway, ...)
+    webhook_secret: str | None = None  # signs each POST with HMAC-SHA256
+    invitation_max_attempts: int = 5  # attempts per invitation, the first one included
+    invitation_backoff: float = 2.0  # seconds before the first retry, doubling each time
+    invitation_backoff_max: float = 300.0  # ...up to this
+    delivery_timeout: float = 15.0  # one attempt: connect, send, answer
+    delivery_claim_idle: float = 60.0  # a dead node's unfinished deliveries move after this
+    delivery_poll: float = 1.0  # how often due retries are looked for
+
+    @property
+    def heartbeat_every(self) -> float:
+        """How often a node says it is alive: five times per node timeout, so a live node
+        is never taken for dead by a late heartbeat or two."""
+        return self.node_timeout / 5
 
     @property
     def base_url(self) -> str:
@@ -107,16 +129,80 @@ class Settings:
             log_level=env.get("VESTIBULE_LOG_LEVEL", "info"),
             redis_url=env.get("VESTIBULE_REDIS_URL") or env.get("REDIS_URL") or None,
             node_timeout=_float(env, "VESTIBULE_NODE_TIMEOUT", 5.0),
+            smtp_host=env.get("VESTIBULE_SMTP_HOST") or None,
+            smtp_port=_int(env, "VESTIBULE_SMTP_PORT", 587),
+            smtp_from=env.get("VESTIBULE_SMTP_FROM") or None,
+            smtp_username=env.get("VESTIBULE_SMTP_USERNAME") or None,
+            smtp_password=env.get("VESTIBULE_SMTP_PASSWORD") or None,
+            smtp_starttls=_bool(env, "VESTIBULE_SMTP_STARTTLS", True),
+            webhook_url=env.get("VESTIBULE_WEBHOOK_URL") or None,
+            webhook_secret=env.get("VESTIBULE_WEBHOOK_SECRET") or None,
+            invitation_max_attempts=_int(env, "VESTIBULE_INVITATION_MAX_ATTEMPTS", 5),
+            invitation_backoff=_float(env, "VESTIBULE_INVITATION_BACKOFF", 2.0),
+            invitation_backoff_max=_float(env, "VESTIBULE_INVITATION_BACKOFF_MAX", 300.0),
+            delivery_timeout=_float(env, "VESTIBULE_DELIVERY_TIMEOUT", 15.0),
+            delivery_claim_idle=_float(env, "VESTIBULE_DELIVERY_CLAIM_IDLE", 60.0),
+            delivery_poll=_float(env, "VESTIBULE_DELIVERY_POLL", 1.0),
         )
         settings = replace(settings, **overrides)  # type: ignore[arg-type]
         if settings.turn_urls and not settings.turn_secret:
             raise ConfigError("VESTIBULE_TURN_URLS needs VESTIBULE_TURN_SECRET")
+        try:  # the ICE servers every welcome carries: refuse a bad URL now, not per hello
+            ice_servers_for(
+                "check",
+                0.0,
+                stun_urls=settings.stun_urls,
+                turn_urls=settings.turn_urls,
+                turn_secret=settings.turn_secret,
+                turn_ttl=settings.turn_ttl,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"ICE servers: {exc}") from None
+        if settings.node_timeout <= 0:
+            raise ConfigError("VESTIBULE_NODE_TIMEOUT must be positive")
         if settings.limits.idle_timeout <= 2 * settings.limits.heartbeat_interval:
             raise ConfigError(
                 "VESTIBULE_IDLE_TIMEOUT must be more than twice the heartbeat interval "
                 f"({settings.limits.heartbeat_interval:g} s)"
             )
+        _check_delivery(settings)
         return settings
+
+
+def _check_delivery(settings: Settings) -> None:
+    """Refuse channel and retry settings that cannot work."""
+    if settings.smtp_host and not settings.smtp_from:
+        raise ConfigError("VESTIBULE_SMTP_HOST needs VESTIBULE_SMTP_FROM")
+    if settings.smtp_password and not settings.smtp_username:
+        raise ConfigError("VESTIBULE_SMTP_PASSWORD needs VESTIBULE_SMTP_USERNAME")
+    if settings.webhook_url and not settings.webhook_url.startswith(("https://", "http://")):
+        raise ConfigError("VESTIBULE_WEBHOOK_URL must be an http:// or https:// URL")
+    if settings.invitation_max_attempts < 1:
+        raise ConfigError("VESTIBULE_INVITATION_MAX_ATTEMPTS must be at least 1")
+    if settings.delivery_poll <= 0:
+        raise ConfigError("VESTIBULE_DELIVERY_POLL must be more than 0")
+    if settings.invitation_backoff_max < settings.invitation_backoff:
+        raise ConfigError(
+            "VESTIBULE_INVITATION_BACKOFF_MAX must not be less than VESTIBULE_INVITATION_BACKOFF"
+        )
+    # An attempt that outlives the claim time would be taken over by another node while it
+    # is still running, and the patient would get the link twice.
+    if settings.delivery_claim_idle <= 2 * settings.delivery_timeout:
+        raise ConfigError(
+            "VESTIBULE_DELIVERY_CLAIM_IDLE must be more than twice VESTIBULE_DELIVERY_TIMEOUT "
+            f"({settings.delivery_timeout:g} s)"
+        )
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from signalling.api import appointments
+from signalling.api import invitations as invitations_api
+from signalling.api import rooms as rooms_api
 from signalling.api.context import ApiContext
 from signalling.api.keys import ApiKeys
 from signalling.api.registry import Api
@@ -11,4 +14,7 @@ def build_api(ctx: ApiContext) -> Api:
     """Every operation of ``/api/v1``; `Api.routes` mounts them, `Api.openapi` describes
     them."""
     api = Api(ApiKeys(ctx.redis))
+    appointments.register(api, ctx)
+    rooms_api.register(api, ctx)
+    invitations_api.register(api, ctx)
     return api

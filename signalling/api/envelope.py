@@ -17,9 +17,15 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from signalling.api.errors import ApiError, InvalidJson, ServiceUnavailable
+from signalling.api.errors import (
+    ApiError,
+    InvalidJson,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+)
 from signalling.api.keys import ApiKey, ApiKeys
 
 log = logging.getLogger("vestibule.signalling.api")
@@ -66,6 +72,21 @@ def failure(request_id: str, error: ApiError) -> Response:
         "error": {"code": error.code, "message": error.message, "details": error.details},
     }
     return JSONResponse(body, status_code=error.status)
+
+
+async def unrouted(request: Request, exc: Exception) -> Response:
+    """404 and 405 for requests that match no operation. Under ``/api/`` they get the
+    envelope like every other API error (a path the router cannot even match, e.g. with a
+    newline in an id, included); elsewhere, Starlette's plain text."""
+    status = getattr(exc, "status_code", 404)
+    if not request.url.path.startswith("/api/"):
+        return PlainTextResponse("Method Not Allowed" if status == 405 else "Not Found", status)
+    error: ApiError = (
+        MethodNotAllowed("this method is not allowed here")
+        if status == 405
+        else NotFound("no such resource")
+    )
+    return failure("req_" + secrets.token_hex(8), error)
 
 
 def endpoint(keys: ApiKeys | None, handler: Handler) -> Callable[[Request], Awaitable[Response]]:

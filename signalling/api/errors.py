@@ -1,10 +1,12 @@
 """Errors of the REST API: each becomes a 4xx/5xx envelope with a stable code.
 
 ApiError                         base: status, code, message, details
+├── InvalidJson                  400 INVALID_JSON         the body is not JSON
 ├── ValidationFailed             422 VALIDATION_ERROR     a field is missing, unknown,
 │                                                         of the wrong type or range
 ├── Unauthorized                 401 UNAUTHORIZED         no, bad or revoked API key
 ├── NotFound                     404 NOT_FOUND
+├── MethodNotAllowed             405 METHOD_NOT_ALLOWED
 ├── InvalidStateTransition       409 INVALID_STATE_TRANSITION
 ├── IdempotencyKeyReused         422 IDEMPOTENCY_KEY_REUSED  same key, another body
 ├── IdempotencyInProgress        409 IDEMPOTENCY_IN_PROGRESS the first request is still
@@ -46,6 +48,11 @@ class Unauthorized(ApiError):
 class NotFound(ApiError):
     status = 404
     code = "NOT_FOUND"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
 
 
 class InvalidStateTransition(ApiError):

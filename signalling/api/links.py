@@ -135,6 +135,29 @@ class Links:
         lifetime: float = DEFAULT_LINK_LIFETIME,
     ) -> Link:
         """Sign and record a new join link."""
+        link = self._sign(
+            room, kind, subject=subject, name=name, appointment=appointment,
+            starts_at=starts_at, ends_at=ends_at, capacity=capacity, lifetime=lifetime,
+        )  # fmt: skip
+        async with self.redis.pipeline(transaction=False) as pipe:
+            _record(pipe, link)
+            await pipe.execute()
+        return link
+
+    def _sign(
+        self,
+        room: RoomId,
+        kind: LinkKind,
+        *,
+        subject: str | None,
+        name: str | None,
+        appointment: AppointmentId | None,
+        starts_at: float | None,
+        ends_at: float | None,
+        capacity: int | None,
+        lifetime: float,
+    ) -> Link:
+        """A new link with its signed token; nothing is written yet."""
         now = self.ctx.clock()
         link_id = "lk_" + secrets.token_hex(10)
         claims = JoinClaims(
@@ -151,16 +174,11 @@ class Links:
             token_id=link_id,
         )
         token = encode_join(claims, self.ctx.settings.keyring)
-        link = Link(
+        return Link(
             link_id, room, kind, claims.subject, claims.name, appointment, starts_at, ends_at,
             capacity, now, claims.expires_at, None,
             f"{self.ctx.settings.base_url}/join/{room}#{token}",
         )  # fmt: skip
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(f"vst:link:{link_id}", _pack_link(link))
-            pipe.sadd(f"vst:{{{room}}}:links", link_id)
-            await pipe.execute()
-        return link
 
     async def get(self, link_id: str) -> Link:
         raw: Any = await self.redis.get(f"vst:link:{link_id}")
@@ -169,9 +187,17 @@ class Links:
         return _unpack_link(raw)
 
     async def of_room(self, room: RoomId) -> list[Link]:
+        """The room's links, oldest first (ties in id order, so pages are stable)."""
         ids: Any = await self.redis.smembers(f"vst:{{{room}}}:links")
-        links = [await self.get(i.decode()) for i in ids]
-        return sorted(links, key=lambda link: link.created_at)
+        # One round trip for all records (a pipeline, not MGET: the link keys are in other
+        # hash slots). An id whose record is missing (its write did not complete) is skipped
+        # rather than failing the whole listing.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.get(f"vst:link:{i.decode()}")
+            raws: list[Any] = await pipe.execute()
+        links = [_unpack_link(raw) for raw in raws if raw is not None]
+        return sorted(links, key=lambda link: (link.created_at, link.id))
 
     async def revoke(self, link_id: str) -> Link:
         """Refuse the link at hello from now on (idempotent)."""
@@ -185,12 +211,28 @@ class Links:
         return link
 
     async def regenerate(self, link_id: str, lifetime: float = DEFAULT_LINK_LIFETIME) -> Link:
-        """Revoke a link and issue a fresh one for the same room, person and appointment."""
-        old = await self.revoke(link_id)
-        return await self.issue(
+        """Revoke a link and issue a fresh one for the same room, person and appointment.
+
+        Both writes go in one transaction: a failure leaves the old link as it was rather
+        than revoked with no replacement."""
+        old = await self.get(link_id)
+        new = self._sign(
             old.room, old.kind, subject=old.subject, name=old.name, appointment=old.appointment,
             starts_at=old.starts_at, ends_at=old.ends_at, capacity=old.capacity, lifetime=lifetime,
         )  # fmt: skip
+        async with self.redis.pipeline(transaction=True) as pipe:
+            _record(pipe, new)
+            if old.revoked_at is None:
+                pipe.set(f"vst:link:{link_id}", _pack_link(replace(old, revoked_at=new.created_at)))
+                pipe.sadd(REVOKED, link_id)
+            await pipe.execute()
+        return new
+
+
+def _record(pipe: Any, link: Link) -> None:
+    """Queue the writes that record a new link on ``pipe``."""
+    pipe.set(f"vst:link:{link.id}", _pack_link(link))
+    pipe.sadd(f"vst:{{{link.room}}}:links", link.id)
 
 
 async def is_revoked(redis: Any, token_id: str) -> bool:

@@ -182,7 +182,8 @@ def _operation(op: Operation) -> dict[str, Any]:
             "content": {"application/json": {"schema": _envelope(data or {"type": "null"})}},
         }
     }
-    for status in op.errors:
+    errors = set(op.errors) | ({404} if _path_params(op.path) else set())
+    for status in sorted(errors):
         responses[str(status)] = {
             "description": ERRORS[status],
             "content": {"application/json": {"schema": _envelope(None)}},

@@ -1,0 +1,232 @@
+"""The schemas of ``/appointments``: they validate its requests and describe its responses
+in the OpenAPI document (`signalling.api.appointments` returns exactly these fields)."""
+
+from __future__ import annotations
+
+import enum
+
+from rooms.appointments import (
+    ACTIVE,
+    VIDEO_PROVIDER,
+    AppointmentStatus,
+    Attendance,
+    ContactChannel,
+    RemoteChannel,
+)
+from rooms.events import EventKind
+from rooms.roles import Role
+from rooms.status import CallStatus
+from signalling.api.schema import Kind, Prop, Schema
+
+MAX_ID = 200
+MAX_CAPACITY = 50
+
+
+def _values(members: type[enum.Enum]) -> tuple[str, ...]:
+    return tuple(str(m.value) for m in members)
+
+
+STATUSES = _values(AppointmentStatus)
+INITIAL = tuple(s.value for s in AppointmentStatus if s in ACTIVE)
+
+
+def _ref(name: str, description: str, *, required: bool = False) -> Prop:
+    return Prop(name, Kind.STRING, description, required=required, nullable=True, max_length=MAX_ID)
+
+
+def _fields(*, booking: bool) -> tuple[Prop, ...]:
+    """The fields a client sets: at booking (``booking``) or in an update."""
+    props = [
+        Prop("title", Kind.STRING, "Appointment title.", required=booking, max_length=200),
+        Prop("start_time", Kind.DATETIME, "Start, ISO 8601 with a time zone.", required=booking),
+        Prop("end_time", Kind.DATETIME, "End, after start_time.", required=booking),
+        _ref("patient_id", "The patient's id in the clinic's system."),
+        _ref(
+            "clinician_profile_id",
+            "The clinician's id: a video appointment is held in this clinician's persistent room.",
+        ),
+        _ref("appointment_type_id", "Appointment type id."),
+        _ref("location_id", "Location id."),
+        _ref("episode_id", "An existing episode this appointment belongs to."),
+        Prop("description", Kind.STRING, "Free text.", nullable=True, max_length=5000),
+        Prop("is_remote", Kind.BOOLEAN, "Whether the appointment is virtual (default false)."),
+        Prop(
+            "remote_channel",
+            Kind.STRING,
+            "How a remote appointment takes place; video "
+            "gives it a room and join links. Needs is_remote.",
+            nullable=True,
+            enum=_values(RemoteChannel),
+        ),
+        Prop(
+            "capacity",
+            Kind.INTEGER,
+            "Booked capacity: patients and guests the call holds "
+            "before newcomers must ask to join (default 1).",
+            minimum=1,
+            maximum=MAX_CAPACITY,
+        ),
+        Prop(
+            "attendee_name",
+            Kind.STRING,
+            "The attendee's name, shown in the room.",
+            nullable=True,
+            max_length=200,
+        ),
+        Prop("attendee_email", Kind.STRING, "The attendee's email.", nullable=True, max_length=320),
+        Prop(
+            "attendee_phone",
+            Kind.STRING,
+            "The attendee's phone number.",
+            nullable=True,
+            max_length=40,
+        ),
+        Prop(
+            "preferred_channel",
+            Kind.STRING,
+            "How the patient prefers to receive the join link.",
+            nullable=True,
+            enum=_values(ContactChannel),
+        ),
+    ]
+    if booking:
+        props.append(Prop("status", Kind.STRING, "Initial status (default pending).", enum=INITIAL))
+    return tuple(props)
+
+
+CREATE = Schema("AppointmentCreate", _fields(booking=True), "A new appointment.")
+UPDATE = Schema(
+    "AppointmentUpdate",
+    _fields(booking=False),
+    "Fields to change; the status changes only through the action endpoints.",
+)
+CANCEL = Schema(
+    "AppointmentCancel",
+    (
+        Prop(
+            "cancellation_reason",
+            Kind.STRING,
+            "Why it is cancelled.",
+            nullable=True,
+            max_length=1000,
+        ),
+    ),
+    "Optional body of a cancellation.",
+)
+ACTION = Schema("AppointmentAction", (), "An action takes no fields: send {} or nothing.")
+
+
+def _out(
+    name: str,
+    kind: Kind,
+    description: str,
+    *,
+    nullable: bool = False,
+    enum: tuple[str, ...] | None = None,
+) -> Prop:
+    """A field every response carries (``required`` in the document)."""
+    return Prop(name, kind, description, required=True, nullable=nullable, enum=enum)
+
+
+def _text(name: str, description: str, *, nullable: bool = True) -> Prop:
+    return _out(name, Kind.STRING, description, nullable=nullable)
+
+
+APPOINTMENT = Schema(
+    "Appointment",
+    (
+        _text("id", "Appointment id (apt_...).", nullable=False),
+        _text("patient_id", "Patient id."),
+        _text("clinician_profile_id", "Clinician id."),
+        _text("title", "Title.", nullable=False),
+        _text("description", "Free text."),
+        _out("start_time", Kind.DATETIME, "Start (UTC)."),
+        _out("end_time", Kind.DATETIME, "End (UTC)."),
+        _out("duration_minutes", Kind.INTEGER, "Length in minutes."),
+        _out("status", Kind.STRING, "Status; changed only by the actions.", enum=STATUSES),
+        _text("appointment_type_id", "Appointment type id."),
+        _text("location_id", "Location id."),
+        _out("is_remote", Kind.BOOLEAN, "Whether the appointment is virtual."),
+        _out(
+            "remote_channel",
+            Kind.STRING,
+            "video or phone, for a remote appointment.",
+            nullable=True,
+            enum=_values(RemoteChannel),
+        ),
+        _text("video_link", "The patient's personal join link (video appointments)."),
+        _out(
+            "video_provider",
+            Kind.STRING,
+            "Who hosts the video room.",
+            nullable=True,
+            enum=(VIDEO_PROVIDER,),
+        ),
+        _text("meeting_url", "The clinician's join link (video appointments)."),
+        _text("attendee_email", "Attendee's email."),
+        _text("attendee_name", "Attendee's name."),
+        _text("attendee_phone", "Attendee's phone number."),
+        _out(
+            "preferred_channel",
+            Kind.STRING,
+            "How the patient prefers to get the link.",
+            nullable=True,
+            enum=_values(ContactChannel),
+        ),
+        _out(
+            "attendance_status",
+            Kind.STRING,
+            "attended once completed, no_show once marked so.",
+            nullable=True,
+            enum=_values(Attendance),
+        ),
+        _text("cancellation_reason", "Why it was cancelled."),
+        _text("booking_source", "Where the booking came from (api).", nullable=False),
+        _text("episode_id", "Episode id."),
+        _out("capacity", Kind.INTEGER, "Booked capacity of the call."),
+        _text("room_id", "The video room (the clinician's persistent room)."),
+        _out(
+            "call_status",
+            Kind.STRING,
+            "The room's call status for this appointment (video appointments).",
+            nullable=True,
+            enum=_values(CallStatus),
+        ),
+        _out("created_at", Kind.DATETIME, "When it was booked."),
+        _out("updated_at", Kind.DATETIME, "When it last changed."),
+    ),
+    "An appointment (seed 004's object, with its room and booked capacity).",
+)
+
+ACTIVITY = Schema(
+    "RoomActivityEvent",
+    (
+        _out("kind", Kind.STRING, "What happened.", enum=_values(EventKind)),
+        _out("at", Kind.DATETIME, "When (UTC)."),
+        _text("participant_id", "Whom it concerns (an opaque id, never a name)."),
+        _out("role", Kind.STRING, "The participant's role.", nullable=True, enum=_values(Role)),
+        _text("actor_id", "Who did it; null when the server did (a grace period ran out)."),
+    ),
+    "One event of the appointment's room: in its join window, or in one of its calls.",
+)
+
+LIST_QUERY = (
+    Prop("limit", Kind.INTEGER, "Records per page (1-100, default 20).", minimum=1, maximum=100),
+    Prop("offset", Kind.INTEGER, "Records to skip (default 0).", minimum=0),
+    Prop("patient_id", Kind.STRING, "Only this patient's.", max_length=MAX_ID),
+    Prop("clinician_id", Kind.STRING, "Only this clinician's.", max_length=MAX_ID),
+    Prop("status", Kind.STRING, "Only this status.", enum=STATUSES),
+    Prop("status_in", Kind.STRING, "Only these statuses, comma-separated.", max_length=200),
+    Prop(
+        "date_gte",
+        Kind.DATETIME,
+        "Start time on or after (ISO 8601; a date means its midnight UTC).",
+    ),
+    Prop(
+        "date_lte",
+        Kind.DATETIME,
+        "Start time on or before (ISO 8601; a date means the whole of that day, UTC).",
+    ),
+    Prop("appointment_type_id", Kind.STRING, "Only this appointment type.", max_length=MAX_ID),
+    Prop("location_id", Kind.STRING, "Only this location.", max_length=MAX_ID),
+)
