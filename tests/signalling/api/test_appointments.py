@@ -812,11 +812,34 @@ async def test_an_appointment_is_joined_end_to_end(api: Api) -> None:
     assert admitted["session_id"] is not None
     await api.wait_for(data["id"], call_status="in_call")
 
+    # The call is at its booked capacity: a guest with a general link for this appointment
+    # must ask to join, and the clinician admits them.
+    general = await api.http.post(
+        f"/rooms/{room}/links", json={"kind": "general", "appointment_id": data["id"]}
+    )
+    assert general.status_code == 201, general.text
+    guest_room, guest_token = link_parts(general.json()["data"]["url"])
+    assert guest_room == room
+    guest = await node.connect(room=room, token=guest_token, name="Gale Guest")
+    asking = await guest.expect("waiting")
+    assert asking["reason"] == "at_capacity"
+    assert asking["can_ask"] is True
+    await guest.knock()
+    await host.expect(
+        "waiting_list",
+        where=lambda m: [e["participant_id"] for e in m["entries"]] == [guest.participant_id],
+    )
+    await host.admit(guest.participant_id)
+    let_in = await guest.expect("admitted")
+    assert let_in["by"] == host.participant_id
+
     await host.end()
     await patient.expect("ended")
+    await guest.expect("ended")
     done = await api.wait_for(data["id"], status="completed")
     assert done["attendance_status"] == "attended"
     await patient.leave()
+    await guest.leave()
     await api.wait_for(data["id"], call_status="ended")
 
     body = await api.call("GET", f"/appointments/{data['id']}/activity", status=200)
@@ -837,12 +860,19 @@ async def test_an_appointment_is_joined_end_to_end(api: Api) -> None:
         kinds.index("knocked") < kinds.index("clinician_entered") < kinds.index("patient_entered")
     )
     roles = {e["participant_id"]: e["role"] for e in body["data"] if e["participant_id"]}
-    assert roles == {patient.participant_id: "patient", host.participant_id: "host"}
+    assert roles == {
+        patient.participant_id: "patient",
+        host.participant_id: "host",
+        guest.participant_id: "guest",
+    }
+    admission = next(e for e in body["data"] if e["kind"] == "admitted")
+    assert admission["participant_id"] == guest.participant_id
+    assert admission["actor_id"] == host.participant_id
     knocked = next(e for e in body["data"] if e["kind"] == "knocked")
     assert knocked["actor_id"] == patient.participant_id
     assert knocked["at"] == iso(node.clock.now)
     text = json.dumps(body)
-    for private in ("Sarah", "sarah@example.com", "pat_1", "cli_1"):
+    for private in ("Sarah", "sarah@example.com", "pat_1", "cli_1", "Gale"):
         assert private not in text
 
 
