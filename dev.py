@@ -32,6 +32,8 @@ STAMP = VENV / ".dev-py-pyproject.sha256"
 # up on PATH. Missing ones are installed with apt-get when we are root.
 SYSTEM_PACKAGES: dict[str, str] = {
     "redis-server": "redis-server",
+    # tests/web drive it through Playwright (`playwright install` cannot download here)
+    "/usr/bin/chromium": "chromium",
 }
 
 PYTEST_NO_TESTS_COLLECTED = 5  # pytest.ExitCode.NO_TESTS_COLLECTED

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -39,6 +39,8 @@ from signalling.redis_server import RedisProcess
 from signalling.settings import Settings
 
 log = logging.getLogger("vestibule.signalling.app")
+REDIS_MAX_CONNECTIONS = 256  # per node; redis-server allows 10,000 clients
+REDIS_POOL_WAIT = 10.0  # seconds a command waits for a pooled connection before failing
 
 
 def create_app(
@@ -59,7 +61,18 @@ def create_app(
     # gone through comes back as a conflict, never as a duplicate; the rest is idempotent
     # or transient.
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-    redis = Redis.from_url(url, socket_timeout=10.0, socket_connect_timeout=2.0, retry=retry)
+    # A blocking pool: in a connect storm (bench/: 100 hellos in flight) the default pool
+    # (at most 100 connections, then MaxConnectionsError) refused hellos as `unavailable`
+    # and lost disconnect records; here a command waits briefly for a free connection.
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_POOL_WAIT,
+        socket_timeout=10.0,
+        socket_connect_timeout=2.0,
+        retry=retry,
+    )
+    redis = Redis.from_pool(pool)
     node_id = new_node_id()
     bus = Bus(redis, node_id, clock)
     hub = Hub(redis, bus, clock)

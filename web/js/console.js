@@ -1,0 +1,540 @@
+// The clinician's console (/console/<room>#<clinician token>[&patient=<encoded patient link>]):
+// the room's call status, Start call / Join now / Rejoin, the waiting list with Admit, Deny
+// and Admit all, notices (sound and tab title) when someone waits, the patient link to copy,
+// the call itself (a mesh, up to the booked capacity and beyond for admitted guests) and,
+// with an API key, today's appointments (appointments.js).
+
+import { Appointments } from "./appointments.js";
+import { history } from "./mesh.js";
+import { CallView, roleLabel } from "./callview.js";
+import { readLink } from "./link.js";
+import { Local, placeDevices } from "./local.js";
+import { Signal } from "./signal.js";
+import { $, announce, el, localTime, relative, showScreen, toast } from "./ui.js";
+
+const TITLE = document.title;
+const link = readLink("console");
+const local = new Local();
+const state = {
+  screen: "checking",
+  welcome: null,
+  participantId: null,
+  name: null,
+  stage: null,
+  callStatus: null,
+  sessionId: null,
+  roster: [],
+  waiting: [],
+  seen: new Set(), // waiting participants already announced
+  notices: 0,
+  beeps: 0,
+  reconnecting: false,
+  problem: null,
+  leaving: false,
+};
+const lastSessionKey = `${link.storageKey}:session`;
+let signal = null;
+let call = null;
+
+function go(screen) {
+  state.screen = screen;
+  const shown = showScreen(screen);
+  placeDevices(shown);
+  return shown;
+}
+
+function message(title, paragraphs, action = null) {
+  $("#message-title").textContent = title;
+  $("#message-body").replaceChildren(...paragraphs.map((p) => (typeof p === "string" ? el("p", {}, p) : p)));
+  const button = $("#message-action");
+  button.hidden = !action;
+  if (action) {
+    button.textContent = action.label;
+    button.onclick = action.onClick;
+  }
+  go("message");
+}
+
+// -- call status ------------------------------------------------------------------------
+
+const STATUS = {
+  ready: ["Ready", "The room is open. Nobody has arrived yet."],
+  awaiting_patient: ["Awaiting patient", "You are in the call. The patient has not joined yet."],
+  patient_waiting: ["Patient waiting", "Someone is here for this appointment. Start or join the call to see them."],
+  in_call: ["In call", "The call is under way."],
+  ended: ["Ended", "The call for this appointment has ended. You can start it again if needed."],
+  expired: ["Expired", "The time to join this appointment has passed. Ask for a new link if you still need the room."],
+};
+
+function renderStatus() {
+  const [label, text] = STATUS[state.callStatus] || ["Unknown", ""];
+  const badge = $("#status-badge");
+  badge.textContent = label;
+  badge.dataset.status = state.callStatus || "";
+  $("#status-text").textContent = text;
+  const inCall = state.stage === "in_call";
+  const active = state.sessionId !== null || state.roster.length > 0;
+  const join = $("#join-button");
+  join.hidden = inCall;
+  join.textContent = !active
+    ? "Start call"
+    : sessionStorage.getItem(lastSessionKey) === state.sessionId
+      ? "Rejoin"
+      : "Join now";
+  $("#end-button").hidden = !inCall;
+  $("#call-area").hidden = !inCall;
+  $("#precall").hidden = inCall;
+}
+
+// -- waiting list -----------------------------------------------------------------------
+
+function renderWaiting() {
+  const list = $("#waiting-list");
+  const active = state.sessionId !== null || state.roster.length > 0;
+  const entries = state.waiting;
+  $("#waiting-count").textContent = entries.length ? `(${entries.length})` : "";
+  $("#waiting-empty").hidden = entries.length > 0;
+  $("#admit-all-row").hidden = !(active && state.stage === "in_call" && entries.length > 0);
+  $("#waiting-hint").textContent = !entries.length
+    ? ""
+    : active
+      ? "Admit lets someone in even when the call is full."
+      : "Start the call to bring them in. Booked patients come in at once; others up to the booked number.";
+  // Keep an open deny form (and its text) across re-renders.
+  const open = list.querySelector(".deny-form");
+  const openFor = open ? open.dataset.for : null;
+  const openText = open ? open.querySelector("textarea").value : "";
+  const focused = document.activeElement && list.contains(document.activeElement) ? document.activeElement.id : null;
+  list.replaceChildren(
+    ...entries.map((entry) => {
+      const id = entry.participant_id;
+      const name = entry.name || roleLabel(entry.role);
+      const why = entry.reason === "at_capacity" ? "asks to join" : "waiting for the call to start";
+      const since = entry.since ? `Arrived ${localTime(entry.since, { withDate: false })} (${relative(entry.since)})` : "";
+      const row = el(
+        "li",
+        { "data-participant": id },
+        el("div", { class: "who" },
+          el("strong", {}, `${entry.position}. ${name}`),
+          el("span", {}, `${roleLabel(entry.role)} · ${why}`),
+          el("span", {}, since),
+          entry.connected ? null : el("span", { class: "away" }, "Connection lost: keeping their place for now")),
+      );
+      const actions = el("div", { class: "row-actions" });
+      if (active && state.stage === "in_call") {
+        const admit = el("button", { type: "button", class: "primary", id: `admit-${id}` }, "Admit");
+        admit.setAttribute("aria-label", `Admit ${name}`);
+        admit.addEventListener("click", () => command({ type: "admit", participant_id: id }, `admit ${name}`));
+        actions.append(admit);
+      }
+      const deny = el("button", { type: "button", id: `deny-${id}`, "aria-label": `Deny ${name}` }, "Deny");
+      deny.addEventListener("click", () => openDeny(row, id, name));
+      actions.append(deny);
+      row.append(actions);
+      if (openFor === id) openDeny(row, id, name, openText, false);
+      return row;
+    }),
+  );
+  if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
+  updateTitle();
+}
+
+function openDeny(row, id, name, text = "", focus = true) {
+  if (row.querySelector(".deny-form")) return;
+  const areaId = `deny-message-${id}`;
+  const form = el(
+    "form",
+    { class: "deny-form", "data-for": id },
+    el("label", { for: areaId }, `Message to ${name} (optional)`),
+    el("textarea", { id: areaId, maxlength: "500" }),
+    el("div", { class: "row-actions" },
+      el("button", { type: "submit", class: "danger" }, `Deny ${name}`),
+      el("button", { type: "button", class: "quiet", "data-cancel": "" }, "Cancel")),
+  );
+  const area = form.querySelector("textarea");
+  area.value = text;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const msg = area.value.trim();
+    const deny = { type: "deny", participant_id: id };
+    if (msg) deny.message = msg;
+    command(deny, `deny ${name}`);
+    form.remove();
+  });
+  form.querySelector("[data-cancel]").addEventListener("click", () => {
+    form.remove();
+    const button = document.getElementById(`deny-${id}`);
+    if (button) button.focus();
+  });
+  row.append(form);
+  if (focus) area.focus();
+}
+
+/** Announce people who started waiting since the last list: notice, sound, title. */
+function noticeArrivals(entries) {
+  const fresh = entries.filter((e) => !state.seen.has(e.participant_id));
+  for (const entry of entries) state.seen.add(entry.participant_id);
+  for (const gone of [...state.seen]) {
+    if (!entries.some((e) => e.participant_id === gone)) state.seen.delete(gone);
+  }
+  for (const entry of fresh) {
+    const name = entry.name || roleLabel(entry.role);
+    const asking = entry.reason === "at_capacity";
+    const active = state.stage === "in_call";
+    const actions = active
+      ? [
+          { label: "Admit", primary: true, onClick: () => command({ type: "admit", participant_id: entry.participant_id }, `admit ${name}`) },
+          { label: "Deny…", onClick: () => focusDeny(entry.participant_id) },
+        ]
+      : [{ label: state.sessionId ? "Join now" : "Start call", primary: true, onClick: () => start() }];
+    state.notices += 1;
+    toast(asking ? `${name} is asking to join the call.` : `${name} is in the waiting room.`, {
+      title: asking ? "Ask to join" : "Patient waiting",
+      kind: "warning",
+      actions,
+      id: `wait-${entry.participant_id}`,
+    });
+  }
+  if (fresh.length) beep();
+  // Notices of people no longer waiting are stale.
+  for (const box of document.querySelectorAll("[data-toast-id^='wait-']")) {
+    const id = box.dataset.toastId.slice(5);
+    if (!entries.some((e) => e.participant_id === id)) box.remove();
+  }
+}
+
+function focusDeny(id) {
+  const button = document.getElementById(`deny-${id}`);
+  if (button) button.click();
+}
+
+function updateTitle() {
+  const n = state.waiting.length;
+  document.title = n ? `(${n}) waiting — ${TITLE}` : TITLE;
+}
+
+// -- sound (WebAudio: no audio file) ------------------------------------------------------
+
+let audio = null;
+
+function unlockAudio() {
+  // Browsers start audio only after a user gesture: create and resume the context on the
+  // first click or key press.
+  try {
+    if (!audio) audio = new (window.AudioContext || window.webkitAudioContext)();
+    if (audio.state === "suspended") audio.resume().catch(() => {});
+  } catch {
+    audio = null;
+  }
+}
+
+function beep() {
+  if (!$("#sound-alerts").checked) return;
+  state.beeps += 1;
+  try {
+    if (!audio) audio = new (window.AudioContext || window.webkitAudioContext)();
+    const t = audio.currentTime + 0.01;
+    for (const [offset, frequency] of [[0, 880], [0.22, 1175]]) {
+      const osc = audio.createOscillator();
+      const gain = audio.createGain();
+      osc.type = "sine";
+      osc.frequency.value = frequency;
+      gain.gain.setValueAtTime(0.0001, t + offset);
+      gain.gain.exponentialRampToValueAtTime(0.25, t + offset + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, t + offset + 0.2);
+      osc.connect(gain).connect(audio.destination);
+      osc.start(t + offset);
+      osc.stop(t + offset + 0.22);
+    }
+  } catch {
+    /* no sound; the notice and the title still show */
+  }
+}
+
+// -- roster -----------------------------------------------------------------------------
+
+function renderRoster() {
+  const list = $("#roster-list");
+  $("#roster-empty").hidden = state.roster.length > 0;
+  list.replaceChildren(
+    ...state.roster.map((p) =>
+      el("li", { "data-participant": p.participant_id },
+        el("div", { class: "who" },
+          el("strong", {}, `${p.name || roleLabel(p.role)}${p.participant_id === state.participantId ? " (you)" : ""}`),
+          el("span", {}, `${roleLabel(p.role)}${p.connected ? "" : " · reconnecting…"}`))),
+    ),
+  );
+}
+
+// -- commands ---------------------------------------------------------------------------
+
+const pending = new Map(); // message id -> what it was, for error notices
+
+function command(message, what) {
+  const id = signal.send(message);
+  if (id === null) {
+    toast(`Could not ${what}: not connected. Try again in a moment.`, { kind: "error" });
+    return;
+  }
+  pending.set(id, what);
+  if (pending.size > 100) pending.delete(pending.keys().next().value);
+}
+
+async function start() {
+  unlockAudio();
+  await local.start();
+  command({ type: "start" }, "start the call");
+}
+
+// -- the connection ---------------------------------------------------------------------
+
+function connect() {
+  state.problem = null;
+  go("checking");
+  signal.start();
+}
+
+function onWelcome(w) {
+  const again = state.welcome !== null;
+  state.welcome = w;
+  state.participantId = w.participant_id;
+  state.name = w.name;
+  state.stage = w.stage;
+  state.callStatus = w.call_status;
+  state.sessionId = w.session_id;
+  if (w.role !== "host") {
+    // A patient's or guest's link opened on the console: send it to the patient page.
+    signal.leave();
+    location.replace(`/join/${encodeURIComponent(link.room)}#${link.token}`);
+    return;
+  }
+  $("#who").textContent = w.name ? `Signed in as ${w.name}` : "Host";
+  local.start().then(() => call.syncControls());
+  if (state.screen !== "console") go("console");
+  if (again && !state.leaving) toast("Reconnected.", { kind: "success", timeoutMs: 4000 });
+  state.leaving = false;
+  if (w.stage === "in_call") enterCall(w.resumed);
+  else call.exit();
+  renderStatus();
+  renderWaiting();
+  renderRoster();
+}
+
+function enterCall(resumed) {
+  state.stage = "in_call";
+  if (state.sessionId) sessionStorage.setItem(lastSessionKey, state.sessionId);
+  call.enter({ selfId: state.participantId, selfName: state.name, iceServers: state.welcome.ice_servers, resumed });
+  call.roster(state.roster);
+  renderStatus();
+  renderWaiting();
+}
+
+function onMessage(m) {
+  switch (m.type) {
+    case "status":
+      state.callStatus = m.call_status;
+      renderStatus();
+      break;
+    case "admitted":
+      state.sessionId = m.session_id;
+      enterCall(false);
+      announce("You are in the call.");
+      break;
+    case "ended":
+      state.stage = "lobby";
+      state.sessionId = null;
+      call.exit();
+      renderStatus();
+      renderWaiting();
+      announce("The call has ended.");
+      break;
+    case "roster":
+      state.roster = m.participants;
+      if (state.stage === "in_call") call.roster(m.participants);
+      renderRoster();
+      renderStatus();
+      break;
+    case "waiting_list":
+      noticeArrivals(m.entries);
+      state.waiting = m.entries;
+      renderWaiting();
+      break;
+    case "offer":
+    case "answer":
+    case "candidate":
+      call.handle(m);
+      break;
+    case "error":
+      onError(m);
+      break;
+    default:
+      break;
+  }
+}
+
+function onError(m) {
+  const what = m.ref ? pending.get(m.ref) : null;
+  if (m.ref) pending.delete(m.ref);
+  if (!what) {
+    console.debug("vestibule:", m.code, m.message);
+    return;
+  }
+  toast(`Could not ${what}: ${m.message}.`, { kind: "error" });
+}
+
+const UNUSABLE = {
+  token_expired: ["This clinician link has expired", "Open the room again from the booking system to get a fresh link."],
+  link_revoked: ["This clinician link was withdrawn", "The appointment may have changed. Open the room again from the booking system."],
+  room_closed: ["This appointment's room has closed", "The time to join has passed."],
+  missing: ["The link is incomplete", "Open the console from the full clinician link, including the part after “#”."],
+};
+
+function unusable(code, details = {}) {
+  state.problem = code;
+  call.exit();
+  local.stop();
+  if (code === "room_not_open" || code === "token_not_yet_valid") {
+    const opens = details.opens_at ?? details.not_before;
+    const when = typeof opens === "number" ? `The room opens at ${localTime(opens)} (${relative(opens)}).` : "The room is not open yet.";
+    message("It's too early to open this room", [when], { label: "Try again", onClick: () => connect() });
+    return;
+  }
+  const [title, text] = UNUSABLE[code] || ["This link doesn't work", "Open the console again from the booking system."];
+  message(title, [text]);
+}
+
+function onClosed(reason) {
+  if (reason === "left" && state.leaving) {
+    // "Leave call": the protocol's leave leaves the room, so come back as a new arrival in
+    // the lobby, where the waiting list stays in view and "Rejoin" brings us back.
+    call.exit();
+    signal.start();
+    return;
+  }
+  call.exit();
+  local.stop();
+  if (reason === "replaced") {
+    message("The console is open somewhere else", ["You opened this room in another tab or device."], {
+      label: "Use this window",
+      onClick: () => connect(),
+    });
+  } else {
+    message("Disconnected", ["The console lost its connection to the video service."], {
+      label: "Reconnect",
+      onClick: () => connect(),
+    });
+  }
+}
+
+function setBanner(text) {
+  const banner = $("#connection");
+  const was = !banner.hidden;
+  banner.hidden = !text;
+  banner.textContent = text || "";
+  state.reconnecting = Boolean(text);
+  if (was && !text) announce("Connection restored.");
+}
+
+// -- start ------------------------------------------------------------------------------
+
+function wire() {
+  document.addEventListener("pointerdown", unlockAudio, { capture: true });
+  document.addEventListener("keydown", unlockAudio, { capture: true });
+  $("#join-button").addEventListener("click", () => start());
+  $("#end-button").addEventListener("click", () => command({ type: "end" }, "end the call"));
+  $("#leave-button").addEventListener("click", () => {
+    state.leaving = true;
+    signal.leave();
+  });
+  $("#admit-all").addEventListener("click", () => command({ type: "admit_all" }, "admit everyone"));
+  $("#sound-button").addEventListener("click", () => {
+    call.enableSound();
+    $("#sound-button").hidden = true;
+  });
+  const patientLink = link.params.get("patient");
+  $("#link-known").hidden = !patientLink;
+  $("#link-unknown").hidden = Boolean(patientLink);
+  if (patientLink) $("#patient-link").value = patientLink;
+  $("#copy-link").addEventListener("click", () => copyText($("#patient-link").value, $("#patient-link")));
+}
+
+/** Copy to the clipboard; falls back to selecting the text for the user. */
+export async function copyText(text, input = null) {
+  try {
+    await navigator.clipboard.writeText(text);
+    toast("Link copied. Paste it into your message to the patient.", { kind: "success", timeoutMs: 4000 });
+    return true;
+  } catch {
+    if (input) {
+      input.focus();
+      input.select();
+    }
+    let ok = false;
+    try {
+      ok = document.execCommand("copy");
+    } catch {
+      ok = false;
+    }
+    toast(ok ? "Link copied." : "Press Ctrl+C (or ⌘C) to copy the selected link.", { kind: ok ? "success" : "info" });
+    return ok;
+  }
+}
+
+function main() {
+  if (!link.room || !link.token) {
+    go("message");
+    const [title, text] = UNUSABLE.missing;
+    message(title, [text]);
+    return;
+  }
+  signal = new Signal({ room: link.room, token: link.token, storageKey: link.storageKey });
+  call = new CallView({
+    signal,
+    local,
+    grid: $("#grid"),
+    controls: [
+      { mute: $("#mute-button"), camera: $("#camera-button") },
+      { mute: $("#preview-mute"), camera: $("#preview-camera") },
+    ],
+    onSoundBlocked: () => ($("#sound-button").hidden = false),
+  });
+  local.onSwitch = (kind, track) => call.mesh && call.mesh.replaceTrack(kind, track);
+  wire();
+  signal.addEventListener("welcome", (e) => onWelcome(e.detail));
+  signal.addEventListener("message", (e) => onMessage(e.detail));
+  signal.addEventListener("state", (e) => {
+    const { state: s, attempt } = e.detail;
+    if (s === "reconnecting" && attempt > 0) setBanner("Connection lost. Reconnecting…");
+    else if (s === "open") setBanner(null);
+  });
+  signal.addEventListener("refused", (e) => unusable(e.detail.code, e.detail.details || {}));
+  signal.addEventListener("closed", (e) => onClosed(e.detail.reason));
+  new Appointments($("#appointments"), { copyText }).init();
+  // "Arrived … (2 minutes ago)" stays true.
+  setInterval(() => state.waiting.length && renderWaiting(), 30000);
+  connect();
+}
+
+window.vestibule = {
+  state: () => ({
+    screen: state.screen,
+    stage: state.stage,
+    participantId: state.participantId,
+    callStatus: state.callStatus,
+    sessionId: state.sessionId,
+    roster: state.roster,
+    waiting: state.waiting,
+    notices: state.notices,
+    beeps: state.beeps,
+    audio: audio ? audio.state : null,
+    problem: state.problem,
+    reconnecting: state.reconnecting,
+    connected: Boolean(signal && signal.connected),
+  }),
+  stats: () => (call ? call.stats() : Promise.resolve([])),
+  videos: () => (call ? call.videos() : []),
+  dropConnection: () => signal && signal.drop(),
+  log: () => history.slice(),
+};
+
+main();
