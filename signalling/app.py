@@ -174,10 +174,11 @@ def create_app(
             Route("/console/{room}", console),
             Mount("/", StaticFiles(directory=web, html=True)),
         ]
+    unrouted_api = unrouted(api.keys)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: unrouted, 405: unrouted},
+        exception_handlers={404: unrouted_api, 405: unrouted_api},
     )
     app.state.hub = hub
     app.state.redis = redis

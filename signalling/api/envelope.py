@@ -74,19 +74,26 @@ def failure(request_id: str, error: ApiError) -> Response:
     return JSONResponse(body, status_code=error.status)
 
 
-async def unrouted(request: Request, exc: Exception) -> Response:
-    """404 and 405 for requests that match no operation. Under ``/api/`` they get the
-    envelope like every other API error (a path the router cannot even match, e.g. with a
-    newline in an id, included); elsewhere, Starlette's plain text."""
-    status = getattr(exc, "status_code", 404)
-    if not request.url.path.startswith("/api/"):
-        return PlainTextResponse("Method Not Allowed" if status == 405 else "Not Found", status)
-    error: ApiError = (
-        MethodNotAllowed("this method is not allowed here")
-        if status == 405
-        else NotFound("no such resource")
-    )
-    return failure("req_" + secrets.token_hex(8), error)
+def unrouted(keys: ApiKeys) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """The handler for 404 and 405 on requests that match no operation. Under ``/api/``
+    they get the envelope like every other API error (a path the router cannot even match,
+    e.g. with a newline in an id, included), after the same key check, so a caller without
+    a valid key learns nothing about what exists; elsewhere, Starlette's plain text."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        if not request.url.path.startswith("/api/"):
+            text = "Method Not Allowed" if status == 405 else "Not Found"
+            return PlainTextResponse(text, status)
+
+        async def answer(call: Call) -> Response:
+            if status == 405:
+                raise MethodNotAllowed("this method is not allowed here")
+            raise NotFound("no such resource")
+
+        return await endpoint(keys, answer)(request)
+
+    return handle
 
 
 def endpoint(keys: ApiKeys | None, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
