@@ -3,6 +3,7 @@ waiting room, notices, admit/deny/admit all, video both ways, reconnection, dead
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -148,9 +149,10 @@ async def test_patient_who_refuses_the_camera_still_joins_and_sees_the_clinician
 
 
 async def test_guest_gives_a_name_on_a_phone_and_is_denied_with_a_message(web: Web) -> None:
+    """... and, before the call has started, Admit starts it and lets the chosen one in."""
     room = "r_deny"
     general = link(room, Role.GUEST)
-    host = link(room, Role.HOST, subject="doc-1", name="Dr Ada Lee")
+    host = link(room, Role.HOST, subject="doc-1", name="Dr Ada Lee", capacity=1)
 
     guest = await web.page("guest", web.join_url(room, general), **PHONE)
     await wait_state(guest, "s.screen === 'name'")
@@ -178,6 +180,18 @@ async def test_guest_gives_a_name_on_a_phone_and_is_denied_with_a_message(web: W
     assert await text(guest, "#denied-message") == "Please use the personal link we emailed you."
     await shot(guest, "08-guest-denied-phone")
     await wait_state(console, "s.waiting.length === 0")
+
+    # Two more wait for a call not yet started; the clinician admits the second. Admit
+    # starts the call (the first comes in by the rule: one booked place), then admits.
+    lou = await guest_named(web, room, general, "Lou")
+    max_ = await guest_named(web, room, general, "Max")
+    await wait_state(max_, "s.screen === 'lobby' && s.waiting && s.waiting.position === 2")
+    await wait_state(console, "s.waiting.length === 2 && s.stage !== 'in_call' && !s.sessionId")
+    await console.locator("#waiting-list").get_by_role("button", name="Admit Max").click()
+    await wait_state(max_, "s.screen === 'call' && s.stage === 'in_call'")
+    await wait_state(lou, "s.screen === 'call' && s.stage === 'in_call'")
+    await wait_state(console, "s.stage === 'in_call' && s.roster.length === 3")
+    assert await max_.locator("#lobby-title").is_hidden()
 
 
 async def test_admit_all_lets_in_two_guests_who_asked_once_the_call_was_full(web: Web) -> None:
@@ -359,6 +373,25 @@ async def test_console_lists_todays_appointments_and_sends_the_patient_link(
     assert "Sam Patel" in await row.inner_text()
     assert "No invitation sent yet." in await row.inner_text()
 
+    # Open here or in a new tab: the new tab's address has the clinician token in the
+    # fragment only, never in the query string.
+    new_tab = row.get_by_role("link", name="Open the room for Follow-up in a new tab")
+    href = await new_tab.get_attribute("href")
+    assert href is not None
+    assert await new_tab.get_attribute("target") == "_blank"
+    before, _, fragment = href.partition("#")
+    assert fragment.split("&", 1)[0] == host_token
+    assert host_token not in before
+    assert "?" not in before
+    assert before == f"/console/{room}"
+    assert await row.get_by_role("button", name="Open the room for Follow-up in this page").count()
+
+    # The room activity, open before the patient comes: it is polled while open.
+    activity = row.locator(f"details[data-activity='{appointment['id']}']")
+    await activity.locator("summary").click()
+    await activity.locator("summary", has_text="Room activity (").wait_for()  # loaded
+    assert await activity.locator("li[data-kind='knocked']").count() == 0
+
     await row.get_by_role("button", name="Copy the patient link for Follow-up").click()
     assert await console.evaluate("navigator.clipboard.readText()") == appointment["video_link"]
 
@@ -379,5 +412,16 @@ async def test_console_lists_todays_appointments_and_sends_the_patient_link(
         assert time.monotonic() < deadline, await badge.inner_text()
         await console.click("#api-form button[type=submit]")
         await console.wait_for_timeout(500)
-    await row.locator("summary").click()
+    # The knock shows up in the open timeline (kept open across the reloads above), with
+    # the patient's role (never a name) and a local time.
+    knocked = activity.locator("li[data-kind='knocked']")
+    await knocked.wait_for()
+    assert "Patient knocked" in await knocked.inner_text()
+    assert "Sam Patel" not in await activity.inner_text()
+    at = await knocked.locator("time").get_attribute("datetime")
+    assert at is not None
+    assert abs(datetime.fromisoformat(at).timestamp() - time.time()) < 300
+    shown = await knocked.locator("time").inner_text()
+    assert re.search(r"\d{1,2}:\d{2}", shown), shown
+    await row.locator("details:not([data-activity]) summary").click()
     await shot(console, "16-console-todays-appointments", "#appointments")

@@ -1,6 +1,8 @@
 // Today's appointments in the console, from the REST API (/api/v1, see its openapi.json):
 // each with its call status, Open (the clinician's link), Copy link (the patient's),
-// Send to patient and the invitations sent with their delivery status.
+// Send to patient, the invitations sent with their delivery status and the room activity
+// (a timeline, refreshed every few seconds while it is open). Open goes to the room in
+// this page; "New tab" opens it in another tab (clinician token in the fragment only).
 //
 // The API needs a key (Authorization: Bearer vk_...). Until clinicians sign in, the console
 // asks for one and keeps it in sessionStorage: this tab only, gone when it closes.
@@ -11,6 +13,35 @@ const KEY = "vestibule:api-key";
 const REFRESH_MS = 30000;
 const PENDING_POLL_MS = 3000;
 const PENDING_POLL_MAX = 40; // about two minutes of polling for a pending invitation
+const ACTIVITY_POLL_MS = 5000; // an open "Room activity" list is refreshed this often
+
+// Our wording for each kind of room event (GET /appointments/{id}/activity). The API gives
+// roles, never names. `who` is the role's label ("Patient", "Guest", "Clinician").
+const ACTIVITY = {
+  arrived: (who) => `${who} opened the link`,
+  departed: (who) => `${who} left the room`,
+  knocked: (who) => `${who} knocked`,
+  knock_cancelled: (who) => `Knock cancelled (${who.toLowerCase()})`,
+  admitted: (who) => `Admitted (${who.toLowerCase()})`,
+  denied: (who) => `Denied (${who.toLowerCase()})`,
+  patient_entered: (who) => `${who} entered`,
+  patient_exited: (who) => `${who} exited`,
+  clinician_entered: () => "Clinician entered",
+  clinician_exited: () => "Clinician exited",
+  session_started: () => "Session started",
+  session_ended: () => "Session ended",
+  disconnected: (who) => `Connection lost (${who.toLowerCase()})`,
+  reconnected: (who) => `Reconnected (${who.toLowerCase()})`,
+};
+
+function roleName(role) {
+  return { host: "Clinician", patient: "Patient", guest: "Guest" }[role] || "Participant";
+}
+
+/** An ISO time as the user's local time of day, to the second. */
+function clock(iso) {
+  return new Date(iso).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
 
 const CALL_STATUS = {
   ready: "Ready",
@@ -29,6 +60,9 @@ export class Appointments {
     this.timer = null;
     this.polls = new Map(); // appointment id -> polls left
     this.items = [];
+    this.openActivity = new Set(); // appointment ids whose "Room activity" is open
+    this.activityTimer = null;
+    this.activityLoading = new Set();
   }
 
   init() {
@@ -113,6 +147,8 @@ export class Appointments {
       el("tbody", {}, ...rows),
     );
     $("#appointments-table", this.root).replaceChildren(table);
+    // Open lists stay open across re-renders, with their last entries until refreshed.
+    for (const id of this.openActivity) this.refreshActivity(id);
   }
 
   async row(a) {
@@ -120,10 +156,14 @@ export class Appointments {
     const end = Date.parse(a.end_time) / 1000;
     const actions = el("div", { class: "row-actions" });
     if (a.meeting_url) {
-      const open = el("button", { type: "button" }, "Open");
-      open.setAttribute("aria-label", `Open the room for ${a.title}`);
+      // Open (or Join, once the call is under way) here or in a new tab.
+      const verb = a.call_status === "in_call" || a.call_status === "patient_waiting" ? "Join" : "Open";
+      const open = el("button", { type: "button" }, `${verb} here`);
+      open.setAttribute("aria-label", `${verb} the room for ${a.title} in this page`);
       open.addEventListener("click", () => location.assign(consoleUrl(a)));
-      actions.append(open);
+      const tab = el("a", { class: "button", href: consoleUrl(a), target: "_blank", rel: "noopener noreferrer", "data-new-tab": "" }, "New tab");
+      tab.setAttribute("aria-label", `${verb} the room for ${a.title} in a new tab`);
+      actions.append(open, tab);
     }
     if (a.video_link) {
       const copy = el("button", { type: "button" }, "Copy link");
@@ -143,7 +183,83 @@ export class Appointments {
       el("td", {}, el("strong", {}, a.attendee_name || "—"), el("div", { class: "sub" }, a.title)),
       el("td", {}, a.status),
       el("td", {}, a.call_status ? el("span", { class: "status-badge", "data-status": a.call_status }, CALL_STATUS[a.call_status] || a.call_status) : "—"),
-      el("td", {}, actions, invitations),
+      el("td", {}, actions, invitations, a.room_id ? this.activity(a) : null),
+    );
+  }
+
+  // -- room activity ----------------------------------------------------------------------
+
+  activity(a) {
+    const details = el(
+      "details",
+      { "data-activity": a.id },
+      el("summary", {}, "Room activity"),
+      el("p", { class: "sub", "data-activity-note": "" }, "Loading…"),
+      el("ol", { class: "people timeline" }),
+    );
+    // Re-rendered rows keep what the old list showed until the refresh comes back.
+    const old = this.root.querySelector(`details[data-activity="${CSS.escape(a.id)}"]`);
+    if (old && this.openActivity.has(a.id)) {
+      details.replaceChildren(...old.childNodes);
+      details.open = true;
+    }
+    details.addEventListener("toggle", () => {
+      if (details.open) {
+        this.openActivity.add(a.id);
+        this.refreshActivity(a.id);
+      } else {
+        this.openActivity.delete(a.id);
+      }
+      this.#activityPolling();
+    });
+    return details;
+  }
+
+  /** Poll the open lists (none open, or the tab hidden: no requests). */
+  #activityPolling() {
+    if (!this.openActivity.size) {
+      clearInterval(this.activityTimer);
+      this.activityTimer = null;
+      return;
+    }
+    if (this.activityTimer) return;
+    this.activityTimer = setInterval(() => {
+      if (document.hidden) return;
+      for (const id of this.openActivity) this.refreshActivity(id);
+    }, ACTIVITY_POLL_MS);
+  }
+
+  async refreshActivity(id) {
+    if (this.activityLoading.has(id)) return;
+    this.activityLoading.add(id);
+    let events = null;
+    let failed = null;
+    try {
+      events = await this.api("GET", `/appointments/${encodeURIComponent(id)}/activity`);
+    } catch (error) {
+      failed = error;
+    } finally {
+      this.activityLoading.delete(id);
+    }
+    const details = this.root.querySelector(`details[data-activity="${CSS.escape(id)}"]`);
+    if (!details) return;
+    const note = details.querySelector("[data-activity-note]");
+    if (failed) {
+      note.hidden = false;
+      note.textContent = `The room activity could not be loaded: ${failed.message}.`;
+      return;
+    }
+    note.hidden = events.length > 0;
+    note.textContent = events.length ? "" : "Nothing has happened in the room yet.";
+    details.querySelector("summary").textContent = `Room activity (${events.length})`;
+    details.querySelector("ol").replaceChildren(
+      ...events.map((e) => {
+        const what = (ACTIVITY[e.kind] || (() => e.kind))(roleName(e.role));
+        return el("li", { "data-kind": e.kind, "data-role": e.role || "" },
+          el("div", { class: "who" },
+            el("strong", {}, what),
+            el("time", { datetime: e.at }, clock(e.at))));
+      }),
     );
   }
 

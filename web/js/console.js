@@ -31,6 +31,7 @@ const state = {
   reconnecting: false,
   problem: null,
   leaving: false,
+  admitAfterStart: null, // {id, name}: Admit clicked before we were in the call
 };
 const lastSessionKey = `${link.storageKey}:session`;
 let signal = null;
@@ -99,7 +100,7 @@ function renderWaiting() {
     ? ""
     : active
       ? "Admit lets someone in even when the call is full."
-      : "Start the call to bring them in. Booked patients come in at once; others up to the booked number.";
+      : "Admit starts the call and lets that person in. Starting the call brings booked patients in at once; others up to the booked number.";
   // Keep an open deny form (and its text) across re-renders.
   const open = list.querySelector(".deny-form");
   const openFor = open ? open.dataset.for : null;
@@ -121,12 +122,10 @@ function renderWaiting() {
           entry.connected ? null : el("span", { class: "away" }, "Connection lost: keeping their place for now")),
       );
       const actions = el("div", { class: "row-actions" });
-      if (active && state.stage === "in_call") {
-        const admit = el("button", { type: "button", class: "primary", id: `admit-${id}` }, "Admit");
-        admit.setAttribute("aria-label", `Admit ${name}`);
-        admit.addEventListener("click", () => command({ type: "admit", participant_id: id }, `admit ${name}`));
-        actions.append(admit);
-      }
+      const admit = el("button", { type: "button", class: "primary", id: `admit-${id}` }, "Admit");
+      admit.setAttribute("aria-label", `Admit ${name}`);
+      admit.addEventListener("click", () => admitOne(id, name));
+      actions.append(admit);
       const deny = el("button", { type: "button", id: `deny-${id}`, "aria-label": `Deny ${name}` }, "Deny");
       deny.addEventListener("click", () => openDeny(row, id, name));
       actions.append(deny);
@@ -180,13 +179,11 @@ function noticeArrivals(entries) {
   for (const entry of fresh) {
     const name = entry.name || roleLabel(entry.role);
     const asking = entry.reason === "at_capacity";
-    const active = state.stage === "in_call";
-    const actions = active
-      ? [
-          { label: "Admit", primary: true, onClick: () => command({ type: "admit", participant_id: entry.participant_id }, `admit ${name}`) },
-          { label: "Deny…", onClick: () => focusDeny(entry.participant_id) },
-        ]
-      : [{ label: state.sessionId ? "Join now" : "Start call", primary: true, onClick: () => start() }];
+    // Admit works before the call has started too: it starts (or rejoins) the call first.
+    const actions = [
+      { label: "Admit", primary: true, onClick: () => admitOne(entry.participant_id, name) },
+      { label: "Deny…", onClick: () => focusDeny(entry.participant_id) },
+    ];
     state.notices += 1;
     toast(asking ? `${name} is asking to join the call.` : `${name} is in the waiting room.`, {
       title: asking ? "Ask to join" : "Patient waiting",
@@ -286,6 +283,30 @@ async function start() {
   command({ type: "start" }, "start the call");
 }
 
+/** Admit one waiting person. Before we are in the call (not started, or we stepped out), the
+ * server refuses admit (session_not_started), so: start or rejoin the call, which lets booked
+ * patients in by the rules, then, on our own `admitted`, admit the person if still waiting. */
+function admitOne(id, name) {
+  if (state.stage === "in_call") {
+    command({ type: "admit", participant_id: id }, `admit ${name}`);
+    return;
+  }
+  state.admitAfterStart = { id, name };
+  start();
+}
+
+function admitPending() {
+  const wanted = state.admitAfterStart;
+  state.admitAfterStart = null;
+  if (!wanted || !state.waiting.some((e) => e.participant_id === wanted.id)) return;
+  const ref = signal.send({ type: "admit", participant_id: wanted.id });
+  // The start may have let them in already (our waiting list can lag by a message): an
+  // error then is no news; otherwise say so.
+  if (ref !== null) quietAdmits.set(ref, wanted);
+}
+
+const quietAdmits = new Map(); // message id -> {id, name}, for the admit after a start
+
 // -- the connection ---------------------------------------------------------------------
 
 function connect() {
@@ -339,6 +360,7 @@ function onMessage(m) {
       state.sessionId = m.session_id;
       enterCall(false);
       announce("You are in the call.");
+      admitPending();
       break;
     case "ended":
       state.stage = "lobby";
@@ -373,7 +395,18 @@ function onMessage(m) {
 }
 
 function onError(m) {
+  if (m.ref && quietAdmits.has(m.ref)) {
+    const wanted = quietAdmits.get(m.ref);
+    quietAdmits.delete(m.ref);
+    setTimeout(() => {
+      if (!state.roster.some((p) => p.participant_id === wanted.id)) {
+        toast(`Could not admit ${wanted.name}: ${m.message}.`, { kind: "error" });
+      }
+    }, 1000);
+    return;
+  }
   const what = m.ref ? pending.get(m.ref) : null;
+  if (what === "start the call") state.admitAfterStart = null;
   if (m.ref) pending.delete(m.ref);
   if (!what) {
     console.debug("vestibule:", m.code, m.message);
