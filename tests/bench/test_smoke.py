@@ -1,0 +1,46 @@
+"""The benchmark's quick mode runs end to end and produces every figure.
+
+No timing is asserted (DESIGN.md: speed is measured in bench/, never asserted in a test);
+this only keeps `bench/run.py` from rotting as the protocol changes."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 120.0  # seconds; the quick mode took ~20 s here (19 s in pytest)
+
+RELAY = ("msgs_per_s", "cpu_us_per_msg", "lat_p50_ms", "lat_p99_ms", "gen_cpu_pct", "load")
+IDLE = ("hello_rate", "rss_per_conn_kib", "gen_cpu_pct")
+VESTIBULE_ONLY = ("knock.knock_p50_ms", "knock.knock_p99_ms", "admit_all.admit_all_ms")
+
+
+def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads((tmp_path / "quick.json").read_text())
+    medians = results["medians"]
+    sizes = results["plan"]["sizes"]
+    missing = []
+    for config in ("vestibule1", "vestibule2", "raw"):
+        wanted = [f"relay.{size}.{key}" for size in sizes for key in RELAY]
+        wanted += [f"idle.{key}" for key in IDLE]
+        if config != "raw":
+            wanted += VESTIBULE_ONLY
+        for key in wanted:
+            value = medians[config].get(key)
+            if value is None or not math.isfinite(value):
+                missing.append(f"{config} {key}")
+    assert missing == []
+    assert "Vestibule 1 node" in done.stdout  # the table was printed
