@@ -11,7 +11,6 @@ projector runs in the node, so tests that wait for it poll, bounded.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import re
 from collections.abc import AsyncIterator
@@ -34,65 +33,12 @@ from signalling.api.keys import ApiKey, ApiKeys
 from signalling.api.schema import format_time
 from signalling.client import Client, ClientError
 from signalling.projector import WINDOWS, outcomes_key, window_member
+from tests.signalling.api.schemas import conform
 from tests.signalling.conftest import Node
 
 Json = Any
 HOUR = 3600.0
 REQUEST_ID = re.compile(r"req_[0-9a-f]{16}")
-
-# --- checking responses against the served OpenAPI document --------------------------------
-
-
-def conform(doc: Json, schema: Json, value: Json, where: str = "$") -> None:
-    """Raise AssertionError unless ``value`` matches ``schema`` (refs resolved in ``doc``)."""
-    if "$ref" in schema:
-        name = schema["$ref"].removeprefix("#/components/schemas/")
-        conform(doc, doc["components"]["schemas"][name], value, where)
-        return
-    if "anyOf" in schema:
-        errors = []
-        for option in schema["anyOf"]:
-            try:
-                conform(doc, option, value, where)
-            except AssertionError as exc:
-                errors.append(str(exc))
-            else:
-                return
-        raise AssertionError(f"{where}: matches no option: {errors}")
-    kinds = schema.get("type")
-    if kinds is not None:
-        kinds = [kinds] if isinstance(kinds, str) else kinds
-        assert any(_is(kind, value) for kind in kinds), f"{where}: {value!r} is not {kinds}"
-    if "enum" in schema:
-        assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
-    if isinstance(value, str) and schema.get("format") == "date-time":
-        assert value.endswith("Z"), f"{where}: {value!r} is not UTC"
-        datetime.datetime.fromisoformat(value)
-    if isinstance(value, dict) and "properties" in schema:
-        props = schema["properties"]
-        missing = set(schema.get("required", [])) - set(value)
-        assert not missing, f"{where}: missing {sorted(missing)}"
-        if schema.get("additionalProperties") is False:
-            extra = set(value) - set(props)
-            assert not extra, f"{where}: undeclared {sorted(extra)}"
-        for key, item in value.items():
-            if key in props:
-                conform(doc, props[key], item, f"{where}.{key}")
-    if isinstance(value, list) and "items" in schema:
-        for index, item in enumerate(value):
-            conform(doc, schema["items"], item, f"{where}[{index}]")
-
-
-def _is(kind: str, value: Json) -> bool:
-    return {
-        "null": value is None,
-        "string": isinstance(value, str),
-        "boolean": isinstance(value, bool),
-        "integer": isinstance(value, int) and not isinstance(value, bool),
-        "number": isinstance(value, int | float) and not isinstance(value, bool),
-        "object": isinstance(value, dict),
-        "array": isinstance(value, list),
-    }[kind]
 
 
 def _template(path: str) -> str:

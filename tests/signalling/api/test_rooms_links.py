@@ -25,69 +25,11 @@ from websockets.asyncio.client import connect
 
 from signalling.client import ClientError
 from signalling.wire import Message
+from tests.signalling.api.schemas import conform
 from tests.signalling.conftest import EPOCH, Node
 
 DAY = 86400
 Json = Any  # a decoded JSON value
-
-# --- a small validator for the OpenAPI 3.1 subset the API emits --------------------------------
-
-
-def conform(doc: Json, schema: Json, value: Json, where: str = "$") -> None:
-    """Raise AssertionError unless ``value`` matches ``schema`` (resolving refs in ``doc``)."""
-    if "$ref" in schema:
-        name = schema["$ref"].removeprefix("#/components/schemas/")
-        conform(doc, doc["components"]["schemas"][name], value, where)
-        return
-    if "anyOf" in schema:
-        failures = []
-        for option in schema["anyOf"]:
-            try:
-                conform(doc, option, value, where)
-                return
-            except AssertionError as exc:
-                failures.append(str(exc))
-        raise AssertionError(f"{where}: matches no option: {failures}")
-    types = schema.get("type")
-    if types is not None:
-        types = [types] if isinstance(types, str) else types
-        assert any(_is(t, value) for t in types), f"{where}: {value!r} is not {types}"
-    if "enum" in schema:
-        assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
-    if isinstance(value, str):
-        if "maxLength" in schema:
-            assert len(value) <= schema["maxLength"], f"{where}: too long"
-        if schema.get("format") == "date-time":
-            moment = datetime.datetime.fromisoformat(value)
-            assert moment.tzinfo is not None, f"{where}: no time zone in {value!r}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        assert value >= schema.get("minimum", value), f"{where}: below minimum"
-        assert value <= schema.get("maximum", value), f"{where}: above maximum"
-    if isinstance(value, dict) and schema.get("type") == "object":
-        props = schema.get("properties", {})
-        missing = set(schema.get("required", [])) - set(value)
-        assert not missing, f"{where}: missing {sorted(missing)}"
-        if schema.get("additionalProperties") is False:
-            extra = set(value) - set(props)
-            assert not extra, f"{where}: undeclared {sorted(extra)}"
-        for key, item in value.items():
-            if key in props:
-                conform(doc, props[key], item, f"{where}.{key}")
-    if isinstance(value, list) and "items" in schema:
-        for index, item in enumerate(value):
-            conform(doc, schema["items"], item, f"{where}[{index}]")
-
-
-def _is(kind: str, value: Json) -> bool:
-    return {
-        "object": isinstance(value, dict),
-        "array": isinstance(value, list),
-        "string": isinstance(value, str),
-        "integer": isinstance(value, int) and not isinstance(value, bool),
-        "boolean": isinstance(value, bool),
-        "null": value is None,
-    }[kind]
-
 
 # --- the API as a test talks to it -------------------------------------------------------------
 
