@@ -40,7 +40,15 @@ from signalling.api.errors import (
 )
 from signalling.api.idempotency import HEADER_PROP, Idempotency
 from signalling.api.registry import Api, Operation
-from signalling.api.schema import Kind, Prop, Schema, format_time, query
+from signalling.api.schema import (
+    DEFAULT_PAGE,
+    PAGE,
+    Kind,
+    Prop,
+    Schema,
+    format_time,
+    query,
+)
 from signalling.channels import configured
 from signalling.outbox import Delivery, Outbox
 
@@ -48,9 +56,6 @@ log = logging.getLogger("vestibule.signalling.api.invitations")
 
 MAX_ID_LENGTH = 200
 MAX_ADDRESS_LENGTH = 254  # the longest email address SMTP carries
-MAX_PAGE = 100
-DEFAULT_PAGE = 50
-MAX_OFFSET = 100_000
 _CHANNELS = tuple(c.value for c in ContactChannel)
 _STATUSES = tuple(s.value for s in InvitationStatus)
 _NOT_IN_EMAIL = set('<>()[],;:"\\')
@@ -155,17 +160,6 @@ NEW_INVITATION = Schema(
         ),
     ),
     "Send the appointment's patient join link; the body may be empty.",
-)
-
-PAGE = (
-    Prop(
-        "limit",
-        Kind.INTEGER,
-        f"Items per page (default {DEFAULT_PAGE}).",
-        minimum=1,
-        maximum=MAX_PAGE,
-    ),
-    Prop("offset", Kind.INTEGER, "Items to skip (default 0).", minimum=0, maximum=MAX_OFFSET),
 )
 
 

@@ -37,7 +37,15 @@ from signalling.api.envelope import Call, paged
 from signalling.api.errors import NotFound, ValidationFailed
 from signalling.api.links import Link, LinkKind, Links, RoomKind, RoomRecord
 from signalling.api.registry import Api, Operation
-from signalling.api.schema import Kind, Prop, Schema, format_time, query
+from signalling.api.schema import (
+    DEFAULT_PAGE,
+    PAGE,
+    Kind,
+    Prop,
+    Schema,
+    format_time,
+    query,
+)
 
 MAX_ID_LENGTH = 200  # ids from the clinic's systems, and the path parameters' bound
 MAX_TITLE_LENGTH = 200
@@ -45,9 +53,6 @@ MIN_LINK_LIFETIME = 60
 MAX_LINK_LIFETIME = 90 * 86400
 DEFAULT_LINK_LIFETIME = 30 * 86400
 MAX_LINK_CAPACITY = 50
-MAX_PAGE = 100
-DEFAULT_PAGE = 50
-MAX_OFFSET = 100_000
 
 _ROOM_KINDS = tuple(k.value for k in RoomKind)
 _LINK_KINDS = tuple(k.value for k in LinkKind)
@@ -229,17 +234,6 @@ REGENERATE = Schema(
         ),
     ),
     "Options for the replacement link; the body may be empty.",
-)
-
-PAGE = (
-    Prop(
-        "limit",
-        Kind.INTEGER,
-        f"Items per page (default {DEFAULT_PAGE}).",
-        minimum=1,
-        maximum=MAX_PAGE,
-    ),
-    Prop("offset", Kind.INTEGER, "Items to skip (default 0).", minimum=0, maximum=MAX_OFFSET),
 )
 
 

@@ -198,3 +198,19 @@ def query(params: Mapping[str, str], props: Sequence[Prop]) -> dict[str, Any]:
                 raise _bad(prop, "type", f"{name} must be an integer") from None
         out[name] = check(prop, value)
     return out
+
+
+# Paging of list operations (limit/offset), shared so every list pages the same way.
+MAX_PAGE = 100
+DEFAULT_PAGE = 50
+MAX_OFFSET = 100_000
+PAGE = (
+    Prop(
+        "limit",
+        Kind.INTEGER,
+        f"Items per page (default {DEFAULT_PAGE}).",
+        minimum=1,
+        maximum=MAX_PAGE,
+    ),
+    Prop("offset", Kind.INTEGER, "Items to skip (default 0).", minimum=0, maximum=MAX_OFFSET),
+)
