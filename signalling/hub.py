@@ -67,7 +67,7 @@ class _Entry:
     appointment: AppointmentId | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     loaded: bool = False
-    joining: int = 0  # joins under way: the entry must stay until they attach
+    busy: int = 0  # joins and departures under way: the entry stays until they finish
 
 
 class Hub:
@@ -205,11 +205,11 @@ class Hub:
         reaches the peer. An older connection of the same participant is closed as
         replaced."""
         entry = self._rooms.get(room_id) or self._rooms.setdefault(room_id, _Entry(Room(room_id)))
-        entry.joining += 1
+        entry.busy += 1
         try:
             return await self._join(entry, pid, peer, command, window, appointment, welcome)
         finally:
-            entry.joining -= 1
+            entry.busy -= 1
 
     async def _join(
         self,
@@ -256,11 +256,16 @@ class Hub:
         if entry is None or entry.peers.get(pid) is not peer:
             return
         del entry.peers[pid]
+        # Until the loss is recorded (or queued for the next sweep) the room must stay
+        # served: a sweep in between would otherwise see no peer and nobody absent.
+        entry.busy += 1
         try:
             await self._record_lost(room_id, pid, peer.connection_id, self.clock())
         except RedisError:
             self._unrecorded.append((room_id, pid, peer.connection_id, self.clock()))
             raise
+        finally:
+            entry.busy -= 1
 
     async def _record_lost(
         self, room_id: RoomId, pid: ParticipantId, connection: str, now: float
@@ -353,7 +358,12 @@ class Hub:
             if absent:
                 events = await self.execute(room_id, lambda room: room.expire(now, grace))
                 removed += sum(1 for e in events if e.kind is EventKind.DEPARTED)
-            elif not entry.peers and not entry.joining and not entry.lock.locked():
+            elif (
+                not entry.peers
+                and not entry.busy
+                and not entry.lock.locked()
+                and not any(lost[0] == room_id for lost in self._unrecorded)
+            ):
                 del self._rooms[room_id]
         self.sweeps += 1
         return removed

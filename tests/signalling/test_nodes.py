@@ -3,6 +3,11 @@ sees; a participant's newest connection wins wherever it is; Redis outages lose 
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
+
 from rooms.ids import ParticipantId, RoomId
 from rooms.roles import Role
 from signalling.redis_server import RedisProcess
@@ -56,3 +61,35 @@ async def test_a_connection_lost_while_redis_is_down_is_recorded_once_it_is_back
     assert node.hub.unrecorded == 0
     # The outage was logged as a warning, not an error; nothing else went wrong.
     assert node.take_errors() == []
+
+
+async def test_a_room_stays_served_while_a_departure_is_being_recorded(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sweep that ran while the departure was still on its way to Redis used to see no
+    # peer and nobody absent, and dropped the room from the node.
+    node = await serve(sweep_interval=0.01)
+    patient = await node.connect(room=ROOM, token=node.token(ROOM, Role.PATIENT, subject="sam"))
+    await patient.expect("waiting")
+    pid = ParticipantId(patient.participant_id)
+    entered, gate = asyncio.Event(), asyncio.Event()
+    unregister = node.hub.bus.unregister
+
+    async def slow_unregister(*args: Any, **kwargs: Any) -> None:
+        entered.set()
+        await gate.wait()
+        await unregister(*args, **kwargs)
+
+    monkeypatch.setattr(node.hub.bus, "unregister", slow_unregister)
+    await patient.close()
+    await asyncio.wait_for(entered.wait(), 5.0)
+    sweeps = node.hub.sweeps
+    await eventually(lambda: node.hub.sweeps >= sweeps + 3, what="three sweeps meanwhile")
+    assert node.hub.peek(RoomId(ROOM)) is not None
+    gate.set()
+
+    def absent() -> bool:
+        room = node.hub.peek(RoomId(ROOM))
+        return room is not None and not room.get(pid).connected
+
+    await eventually(absent, what="the departure to be recorded")
