@@ -20,11 +20,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.websockets import WebSocket
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from signalling.api.app import build_api
 from signalling.api.appointment_store import outcome_hook
@@ -32,6 +33,7 @@ from signalling.api.context import ApiContext
 from signalling.api.envelope import unrouted
 from signalling.api.invitations import delivery_worker
 from signalling.bus import Bus, new_node_id
+from signalling.client_socket import ClientSocket
 from signalling.connection import Connection
 from signalling.hub import Hub
 from signalling.projector import Projector
@@ -79,8 +81,9 @@ def create_app(
     ctx = ApiContext(redis, settings, clock, hub)
     projector = Projector(redis, node_id, clock, on_outcome=outcome_hook(ctx))
 
-    async def signalling(ws: WebSocket) -> None:
-        await Connection(ws, hub, settings, clock).run()
+    async def signalling(scope: Scope, receive: Receive, send: Send) -> None:
+        socket = ClientSocket(receive, send, backlog=settings.limits.outbox)
+        await Connection(socket, hub, settings, clock).run()
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "node": node_id})
@@ -152,7 +155,6 @@ def create_app(
 
     api = build_api(ctx)
     routes: list[BaseRoute] = [
-        WebSocketRoute("/ws", signalling),
         Route("/healthz", health),
         Route("/readyz", ready),
         Mount("/api/v1", routes=api.routes()),
@@ -177,6 +179,7 @@ def create_app(
     unrouted_api = unrouted(api.keys)
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(_WebSocketEndpoint, path="/ws", endpoint=signalling)],
         lifespan=lifespan,
         exception_handlers={404: unrouted_api, 405: unrouted_api},
     )
@@ -185,6 +188,27 @@ def create_app(
     app.state.node_id = node_id
     app.state.api = api
     return app
+
+
+class _WebSocketEndpoint:
+    """Serves the WebSocket endpoint at ``path`` ahead of Starlette's routing and exception
+    middleware, which wrap ``send`` and ``receive`` in a coroutine layer each per message:
+    the connection gets the server's own, so `ClientSocket` can write frames directly."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        path: str,
+        endpoint: Callable[[Scope, Receive, Send], Awaitable[None]],
+    ) -> None:
+        self.app, self.path, self.endpoint = app, path, endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == self.path:
+            await self.endpoint(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:

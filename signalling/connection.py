@@ -1,10 +1,12 @@
 """One client's WebSocket, from accept to close.
 
 A connection first waits (up to ``hello_timeout``) for a valid ``hello``; nothing else is
-accepted before it. Then a reader task and a writer task run in one TaskGroup: if either
-ends, the other is cancelled. The reader decodes, checks and hands each message to the hub;
-the writer drains the outbox. Messages for the client are queued (`deliver` never blocks);
-a client that lets ``limits.outbox`` messages pile up is cut off (close 4429).
+accepted before it. Then it reads: it decodes, checks and hands each message to the hub.
+Messages for the client go out through `ClientSocket.write`, which never waits: straight to
+the transport when it can take them, else into a bounded backlog; a client that lets
+``limits.outbox`` messages pile up is cut off at once (close 4429, best effort) and detached.
+A client that sends nothing for ``idle_timeout`` is closed (4412) by a timer that is re-armed
+lazily, so a frame costs one timestamp, not a timeout context.
 """
 
 from __future__ import annotations
@@ -15,10 +17,8 @@ import logging
 import secrets
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
 
 from redis.exceptions import RedisError
-from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from admission import policy
 from admission.errors import AdmissionError, TokenError, WindowError
@@ -37,6 +37,7 @@ from rooms.ids import ParticipantId, RoomId, SessionId
 from rooms.room import Room
 from rooms.status import call_status
 from signalling.api.links import is_revoked
+from signalling.client_socket import ClientSocket, Frame
 from signalling.errors import (
     DuplicateHello,
     HelloRequired,
@@ -73,12 +74,6 @@ TOKEN_LEEWAY = 5.0  # seconds of clock skew tolerated between the link's issuer 
 Handled = (SignallingError, AdmissionError, RoomError)
 
 
-@dataclass(frozen=True, slots=True)
-class _Close:
-    code: int
-    reason: str
-
-
 class _Bucket:
     """Token bucket: ``rate`` messages a second, bursts up to ``burst``."""
 
@@ -98,9 +93,9 @@ class Connection:
     """Serve one client. Create it per WebSocket and await `run`."""
 
     def __init__(
-        self, ws: WebSocket, hub: Hub, settings: Settings, clock: Callable[[], float]
+        self, socket: ClientSocket, hub: Hub, settings: Settings, clock: Callable[[], float]
     ) -> None:
-        self.ws = ws
+        self.socket = socket
         self.hub = hub
         self.settings = settings
         self.limits = settings.limits
@@ -112,9 +107,10 @@ class Connection:
         self.pid = ParticipantId("")
         self.claims: JoinClaims | None = None
         self.window: JoinWindow | None = None
-        self._outbox: asyncio.Queue[str | bytes | _Close] = asyncio.Queue()
-        self._closing: _Close | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._closing: int | None = None  # the close code, once closing
+        self._reader: asyncio.Task[object] | None = None
+        self._seen = 0.0  # loop time of the last frame from the client
+        self._idle: asyncio.TimerHandle | None = None
         self._bucket = _Bucket(self.limits.rate_per_second, self.limits.rate_burst, clock())
 
     # -- what the hub calls ---------------------------------------------------------------
@@ -122,71 +118,80 @@ class Connection:
     def deliver(self, message: Message) -> None:
         if self._closing is not None:
             return
-        if self._outbox.qsize() >= self.limits.outbox:
-            # The writer may be stuck sending to a client that reads nothing; a close
-            # queued behind it would never go out. Stop both tasks now: the participant is
-            # detached at once (its grace period starts) and the socket is closed after.
+        if not self.socket.write(self.codec.encode(message)):
+            # The client reads nothing and its buffers are full: a close queued behind the
+            # backlog would never go out. Let go of it now: the reader stops, the
+            # participant is detached (its grace period starts) and the socket is closed.
             log.warning("cutting off %s in %s: outbox full", self.pid, self.room_id)
-            self._closing = _Close(CLOSE_SLOW, "too slow to read its messages")
-            for task in self._tasks:
-                task.cancel()
-            return
-        self._outbox.put_nowait(self.codec.encode(message))
+            self._closing = CLOSE_SLOW
+            self.socket.abandon()
+            if self._reader is not None:
+                self._reader.cancel()
 
     def close(self, code: int, reason: str) -> None:
         if self._closing is None:
-            self._closing = _Close(code, reason)
-            self._outbox.put_nowait(self._closing)
+            self._closing = code
+            self.socket.close_soon(code, reason)
 
     # -- life cycle -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.ws.accept()
+        if not await self.socket.accept():
+            return
         try:
             joined = await self._handshake()
         except Exception:  # never crash on input, never show a trace to the client
             log.exception("hello from a client failed")
-            with suppress(WebSocketDisconnect, RuntimeError):
+            with suppress(OSError, RuntimeError):
                 await self._send_now(error("internal_error", "the server could not handle hello"))
-            await self._close_now(CLOSE_INTERNAL, "internal error")
+            await self.socket.close(CLOSE_INTERNAL, "internal error")
             return
         if not joined:
             return
+        self._reader = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        self._seen = loop.time()
+        self._idle = loop.call_at(self._seen + self.limits.idle_timeout, self._check_idle)
         try:
-            async with asyncio.TaskGroup() as group:
-                reader = group.create_task(self._read())
-                writer = group.create_task(self._write())
-                reader.add_done_callback(lambda _: writer.cancel())
-                writer.add_done_callback(lambda _: reader.cancel())
-                self._tasks = [reader, writer]
+            await self._read()
+        except asyncio.CancelledError:
+            # Cut off as slow (our own cancel): carry on with the clean-up below. Any
+            # other cancellation (the server stopping) goes on up.
+            if self._closing != CLOSE_SLOW or self._uncancel() > 0:
+                raise
         except Exception:  # the server never crashes on one connection's failure
             log.exception("connection of %s in %s failed", self.pid, self.room_id)
-            with suppress(WebSocketDisconnect, RuntimeError):
-                await self.ws.close(CLOSE_INTERNAL, "internal error")
+            await self.socket.close(CLOSE_INTERNAL, "internal error")
         finally:
+            self._idle.cancel()
+            self._reader = None
             try:
                 await self.hub.detach(self.room_id, self.pid, self)
             except RedisError:
                 log.warning("could not record that %s left %s", self.pid, self.room_id)
-            if self._closing is not None and self._closing.code == CLOSE_SLOW:
-                with suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await self._close_now(self._closing.code, self._closing.reason)
+        if self._closing == CLOSE_SLOW:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.socket.close(CLOSE_SLOW, "too slow to read its messages")
 
-    async def _receive(self) -> str | bytes | None:
-        """The next frame, or None once the client has gone."""
-        message = await self.ws.receive()
-        if message["type"] == "websocket.disconnect":
-            return None
-        text = message.get("text")
-        return text if text is not None else bytes(message.get("bytes") or b"")
+    def _uncancel(self) -> int:
+        task = asyncio.current_task()
+        return 0 if task is None else task.uncancel()
+
+    def _check_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._seen + self.limits.idle_timeout
+        if loop.time() < due:
+            self._idle = loop.call_at(due, self._check_idle)
+        else:
+            self.close(CLOSE_IDLE, "no message within the idle timeout")
 
     async def _handshake(self) -> bool:
         """Wait for a valid hello and join its room; False if the connection is over."""
         try:
             async with asyncio.timeout(self.limits.hello_timeout):
                 while True:
-                    frame = await self._receive()
+                    frame = await self.socket.receive()
                     if frame is None:
                         return False
                     ref: object = None
@@ -212,68 +217,43 @@ class Connection:
                         ref = getattr(exc, "ref", None) if ref is None else ref
                         await self._send_now(error(exc.code, exc.message, exc.details, ref))
         except TimeoutError:
-            with suppress(WebSocketDisconnect, RuntimeError):
+            with suppress(OSError, RuntimeError):
                 await self._send_now(
                     error("hello_timeout", f"no hello within {self.limits.hello_timeout:g} seconds")
                 )
-            await self._close_now(CLOSE_HELLO_TIMEOUT, "hello timeout")
+            await self.socket.close(CLOSE_HELLO_TIMEOUT, "hello timeout")
             return False
-        except WebSocketDisconnect:
+        except OSError:  # the client went while we answered
             return False
 
     async def _refuse(self, exc: SignallingError | AdmissionError, code: int, ref: object) -> None:
         log.info("refused a hello: %s", exc.code)
-        await self._send_now(error(exc.code, exc.message, exc.details, ref))
-        await self._close_now(code, exc.code)
+        with suppress(OSError, RuntimeError):
+            await self._send_now(error(exc.code, exc.message, exc.details, ref))
+        await self.socket.close(code, exc.code)
 
     async def _send_now(self, message: Message) -> None:
-        frame = self.codec.encode(message)
-        if isinstance(frame, str):
-            await self.ws.send_text(frame)
-        else:
-            await self.ws.send_bytes(frame)
-
-    async def _close_now(self, code: int, reason: str) -> None:
-        with suppress(WebSocketDisconnect, RuntimeError):
-            await self.ws.close(code, reason)
+        await self.socket.send(self.codec.encode(message))
 
     async def _read(self) -> None:
+        socket, loop = self.socket, asyncio.get_running_loop()
         while True:
-            if self._closing is None:
-                try:
-                    async with asyncio.timeout(self.limits.idle_timeout):
-                        frame = await self._receive()
-                except TimeoutError:
-                    self.close(CLOSE_IDLE, "no message within the idle timeout")
-                    continue
-            else:  # the writer is closing the socket; wait for the client to go
-                frame = await self._receive()
+            frame = await socket.receive()
             if frame is None:
                 return
+            if self._closing is not None:
+                continue  # closing: wait for the client to go, ignore what it still sends
+            self._seen = loop.time()
             await self._handle_frame(frame)
-            # Let the writers run: frames that arrived together are queued already, so
-            # receiving does not suspend, and without this a burst would fill outboxes (this
-            # one, or a peer's it relays to) faster than a reading client could empty them,
-            # and cut it off as slow.
-            await asyncio.sleep(0)
-
-    async def _write(self) -> None:
-        while True:
-            item = await self._outbox.get()
-            try:
-                if isinstance(item, _Close):
-                    await self._close_now(item.code, item.reason)
-                    return
-                if isinstance(item, str):
-                    await self.ws.send_text(item)
-                else:
-                    await self.ws.send_bytes(item)
-            except WebSocketDisconnect:
-                return
+            if socket.backlog:
+                # Frames that arrived together are queued already, so receiving does not
+                # suspend; let the flusher run, or a burst would fill this backlog (or a
+                # peer's) faster than a reading client empties it, and cut it off as slow.
+                await asyncio.sleep(0)
 
     # -- messages -------------------------------------------------------------------------
 
-    async def _handle_frame(self, frame: str | bytes) -> None:
+    async def _handle_frame(self, frame: Frame) -> None:
         ref: object = None
         try:
             if not self._bucket.take(self.clock()):

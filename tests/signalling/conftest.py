@@ -167,7 +167,22 @@ async def eventually(
 
 
 class Serve(Protocol):
-    def __call__(self, *, clock: FakeClock | None = None, **overrides: Any) -> Awaitable[Node]: ...
+    def __call__(
+        self, *, clock: FakeClock | None = None, indirect: bool = False, **overrides: Any
+    ) -> Awaitable[Node]: ...
+
+
+def _indirect(app: Starlette) -> Callable[..., Awaitable[None]]:
+    """``app`` behind a layer that wraps ``send``, as any ASGI middleware would: the
+    connection cannot write frames straight to uvicorn's protocol and takes its fallback."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        async def relay(message: Any) -> None:
+            await send(message)
+
+        await app(scope, receive, relay)
+
+    return wrapped
 
 
 @pytest.fixture
@@ -176,13 +191,15 @@ async def serve(tmp_path: Path, redis_server: RedisProcess) -> AsyncIterator[Ser
     nodes of one test share one real redis-server, as a cluster's nodes do."""
     running: list[tuple[Node, uvicorn.Server, asyncio.Task[None]]] = []
 
-    async def start(*, clock: FakeClock | None = None, **overrides: Any) -> Node:
+    async def start(
+        *, clock: FakeClock | None = None, indirect: bool = False, **overrides: Any
+    ) -> Node:
         clock = clock or FakeClock()
         settings = build_settings(tmp_path / f"node{len(running)}", **overrides)
         app = create_app(settings, clock, redis_url=redis_server.url)
         port = free_port()
         config = uvicorn.Config(
-            app,
+            _indirect(app) if indirect else app,
             host="127.0.0.1",
             port=port,
             ws="websockets-sansio",

@@ -31,6 +31,7 @@ from rooms.ids import ParticipantId, RoomId
 from rooms.participants import Participant, Stage
 from rooms.roles import Role
 from signalling.client import Client, ClientError
+from signalling.connection import Connection
 from signalling.wire import Codec, Message
 from tests.signalling.conftest import EPOCH, Node, Serve, eventually
 
@@ -645,18 +646,49 @@ async def test_leave_closes_with_1000(node: Node) -> None:
 # === limits in real time ========================================================================
 
 
-async def test_a_silent_client_is_closed_with_4412(serve: Serve) -> None:
-    node = await serve(idle_timeout=0.2)
+# Every limit holds both ways frames can leave: written straight to uvicorn's protocol (the
+# default) and through the ASGI send of a layer in between (`indirect`).
+BOTH_WRITE_PATHS = pytest.mark.parametrize("indirect", [False, True], ids=["direct", "indirect"])
+
+
+@BOTH_WRITE_PATHS
+async def test_frames_are_written_straight_to_uvicorns_protocol_unless_wrapped(
+    serve: Serve, indirect: bool
+) -> None:
+    node = await serve(indirect=indirect)
+    patient = await node.connect(room=ROOM, token=patient_token(node))
+    await patient.expect("waiting")
+    connection = node.hub._rooms[RoomId(ROOM)].peers[ParticipantId(patient.participant_id)]
+    assert isinstance(connection, Connection)
+    assert connection.socket.direct is not indirect
+    await patient.ping()
+    await patient.expect("pong")
+
+
+@BOTH_WRITE_PATHS
+async def test_a_silent_client_is_closed_with_4412(serve: Serve, indirect: bool) -> None:
+    node = await serve(idle_timeout=0.2, indirect=indirect)
     patient = await node.connect(room=ROOM, token=patient_token(node))
     assert await patient.closed() == 4412
 
 
+async def test_a_client_that_talks_is_not_closed_as_idle(serve: Serve) -> None:
+    node = await serve(idle_timeout=0.3)
+    patient = await node.connect(room=ROOM, token=patient_token(node), heartbeat=False)
+    for _ in range(8):  # 0.8 s in all, never 0.3 s silent
+        await asyncio.sleep(0.1)
+        await patient.ping()
+        await patient.expect("pong")
+    assert await patient.closed() == 4412  # then silent: closed
+
+
+@BOTH_WRITE_PATHS
 async def test_a_client_that_reads_is_not_cut_off_however_many_frames_arrive_together(
-    serve: Serve,
+    serve: Serve, indirect: bool
 ) -> None:
     """Regression: the reader handled a burst of queued frames without letting the writer
     run, so a client pipelining more than ``outbox`` requests was cut off (4429) as slow."""
-    node = await serve(outbox=8)
+    node = await serve(outbox=8, indirect=indirect)
     patient = await node.connect(room=ROOM, token=patient_token(node))
     await patient.expect("waiting")
     for _ in range(60):  # written without waiting, so they reach the server together
@@ -666,9 +698,16 @@ async def test_a_client_that_reads_is_not_cut_off_however_many_frames_arrive_tog
     await still_open(patient)
 
 
-async def test_a_client_that_stops_reading_is_detached_at_once(serve: Serve) -> None:
+@BOTH_WRITE_PATHS
+async def test_a_client_that_stops_reading_is_detached_at_once(
+    serve: Serve, indirect: bool
+) -> None:
     node = await serve(
-        outbox=4, rate_per_second=1e6, rate_burst=1_000_000, max_message_bytes=70_000
+        outbox=4,
+        rate_per_second=1e6,
+        rate_burst=1_000_000,
+        max_message_bytes=70_000,
+        indirect=indirect,
     )
     host = await node.connect(room=ROOM, token=host_token(node))
     await host.start()
