@@ -11,6 +11,19 @@ Keys:
 
 Transient messages are never stored: if the node is gone, the message is lost, as it
 would be with the connection itself.
+
+Relaying across nodes costs no Redis round trip per message once it runs:
+
+- Locations are cached. A cached ``<node> <connection>`` is used only while the caller's
+  fold of the room still says the participant is connected on that same connection; the
+  connection id changes with every new connection and the location is registered before
+  the arrival is appended, so a fold that still shows the cached connection means the
+  cache is still right (see `Bus.locate`). No invalidation messages are needed.
+- Sends are batched. The messages for one node that come in while the previous publish is
+  on its way (or in the same event-loop turn) go out as one PUBLISH: a msgpack array
+  ``[room, to, message, room, to, message, ...]`` (one message is the same array as
+  before batching). Every sender of a batch waits for its PUBLISH, so a Redis failure
+  still reaches each of them, and batches leave one after another, in order.
 """
 
 from __future__ import annotations
@@ -20,7 +33,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 from redis.asyncio import Redis
@@ -42,6 +55,26 @@ return 0
 """
 
 Receiver = Callable[[RoomId, ParticipantId, Message], None]
+
+T = TypeVar("T")
+ROUTES_MAX = 100_000  # cached locations; the cache starts again empty beyond this
+
+
+class _Shared(asyncio.Future[T]):
+    """A result that several tasks wait for (a batch published, a location read). One of
+    them cancelled must not cancel the others' wait, so it cannot be cancelled: a
+    cancelled waiter stops as soon as the result is in."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
+class _Batch:
+    __slots__ = ("items", "sent")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []  # room, to, message, room, to, message, ...
+        self.sent = _Shared[None]()
 
 
 def new_node_id() -> str:
@@ -68,6 +101,12 @@ class Bus:
         self.node_id = node_id
         self.clock = clock
         self._unregister = redis.register_script(_UNREGISTER)
+        # (room, participant) -> (connection, node): see `locate`.
+        self._routes: dict[tuple[RoomId, ParticipantId], tuple[str, str]] = {}
+        self._lookups: dict[tuple[RoomId, ParticipantId], _Shared[str | None]] = {}
+        self._looker: asyncio.Task[None] | None = None
+        self._outgoing: dict[str, _Batch] = {}  # node -> messages not published yet
+        self._publisher: asyncio.Task[None] | None = None
 
     async def heartbeat(self) -> None:
         await self.redis.zadd(NODES, {self.node_id: self.clock()})
@@ -87,15 +126,119 @@ class Bus:
         value = f"{node_id or self.node_id} {connection}"
         await self._unregister(keys=[where_key(room_id)], args=[pid, value])
 
-    async def locate(self, room_id: RoomId, pid: ParticipantId) -> str | None:
-        where: Any = await self.redis.hget(where_key(room_id), pid)
-        return None if where is None else where.decode().split(" ", 1)[0]
+    async def locate(
+        self, room_id: RoomId, pid: ParticipantId, connection: str | None = None
+    ) -> str | None:
+        """The node that holds ``pid``'s connection, or None if none does.
 
-    async def send(
+        ``connection`` is the participant's current connection as the caller's fold of the
+        room knows it (None if it is not connected there). If the cached location is for
+        that connection, no Redis round trip is made: the location is registered before
+        the arrival that names the connection is appended, and a newer connection, or a
+        lost one, shows in the fold as another connection id or as disconnected. Otherwise
+        (a miss, a fold behind or ahead of the registry) the location is read again."""
+        key = (room_id, pid)
+        if connection is not None:
+            cached = self._routes.get(key)
+            if cached is not None and cached[0] == connection:
+                return cached[1]
+        found = self._lookups.get(key)
+        if found is None:
+            found = self._lookups[key] = _Shared[str | None]()
+            if self._looker is None:
+                self._looker = asyncio.get_running_loop().create_task(self._look_up())
+        return await found
+
+    async def _look_up(self) -> None:
+        """Read the locations asked for, all at once, until none are left: when many calls
+        start together, one pipeline of HGETs instead of a connection each."""
+        try:
+            while self._lookups:
+                lookups, self._lookups = self._lookups, {}
+                values: list[Any]
+                try:
+                    if len(lookups) == 1:
+                        [(room_id, pid)] = lookups
+                        values = [await self.redis.hget(where_key(room_id), pid)]
+                    else:
+                        async with self.redis.pipeline(transaction=False) as pipe:
+                            for room_id, pid in lookups:
+                                pipe.hget(where_key(room_id), pid)
+                            values = await pipe.execute()
+                except (RedisError, OSError) as exc:
+                    for found in lookups.values():
+                        _fail(found, exc)
+                    continue
+                except BaseException as exc:  # cancelled (node stopping), or a bug
+                    for found in lookups.values():
+                        _fail(found, RedisError(f"not read: {type(exc).__name__}"))
+                    raise
+                if len(self._routes) + len(lookups) > ROUTES_MAX:
+                    self._routes.clear()
+                for (key, found), where in zip(lookups.items(), values, strict=True):
+                    if where is None:
+                        self._routes.pop(key, None)
+                        found.set_result(None)
+                    else:
+                        node, _, held = where.decode().partition(" ")
+                        self._routes[key] = (held, node)
+                        found.set_result(node)
+        finally:
+            self._looker = None
+            for found in self._lookups.values():
+                _fail(found, RedisError("not read: the node is stopping"))
+            self._lookups = {}
+
+    def send(
         self, node_id: str, room_id: RoomId, to: ParticipantId, message: Message
-    ) -> None:
-        payload = msgpack.packb([room_id, to, message], use_bin_type=True)
-        await self.redis.publish(channel(node_id), payload)
+    ) -> asyncio.Future[None]:
+        """Publish a message for ``to`` on ``node_id``'s channel. Await the result: it is
+        done once the PUBLISH that carries the message has been answered, and raises the
+        RedisError if that failed (the message is then lost). Messages to one node go out
+        in the order of the calls."""
+        batch = self._outgoing.get(node_id)
+        if batch is None:
+            batch = self._outgoing[node_id] = _Batch()
+            if self._publisher is None:
+                self._publisher = asyncio.get_running_loop().create_task(self._publish())
+        batch.items += (room_id, to, message)
+        return batch.sent
+
+    async def _publish(self) -> None:
+        """Publish what has been sent, batch by batch, until nothing is left. Started by
+        `send` when idle: what is sent in the meantime (the rest of this event-loop turn,
+        or while a PUBLISH is on its way) goes out in the next batch."""
+        try:
+            while self._outgoing:
+                outgoing, self._outgoing = self._outgoing, {}
+                try:
+                    if len(outgoing) == 1:
+                        [(node_id, batch)] = outgoing.items()
+                        await self.redis.publish(channel(node_id), _pack(batch.items))
+                        batch.sent.set_result(None)
+                        continue
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for node_id, batch in outgoing.items():
+                            pipe.publish(channel(node_id), _pack(batch.items))
+                        results = await pipe.execute(raise_on_error=False)
+                    for batch, result in zip(outgoing.values(), results, strict=True):
+                        if isinstance(result, Exception):
+                            _fail(batch.sent, result)
+                        else:
+                            batch.sent.set_result(None)
+                except (RedisError, OSError) as exc:
+                    for batch in outgoing.values():
+                        _fail(batch.sent, exc)
+                except BaseException as exc:  # cancelled (node stopping), or a bug
+                    for batch in outgoing.values():
+                        _fail(batch.sent, RedisError(f"not published: {type(exc).__name__}"))
+                    raise
+        finally:
+            self._publisher = None
+            # Anything sent after a cancellation would otherwise wait for ever.
+            for batch in self._outgoing.values():
+                _fail(batch.sent, RedisError("not published: the node is stopping"))
+            self._outgoing = {}
 
     async def listen(self, receive: Receiver, ready: asyncio.Event | None = None) -> None:
         """Deliver messages sent to this node until cancelled. If Redis goes away, it
@@ -113,11 +256,7 @@ class Bus:
                     item: Any = await pubsub.get_message(timeout=1.0)
                     if item is None:
                         continue
-                    try:
-                        room_id, to, message = msgpack.unpackb(item["data"], raw=False)
-                        receive(RoomId(room_id), ParticipantId(to), message)
-                    except (ValueError, TypeError, msgpack.UnpackException):
-                        log.warning("dropped a malformed message on the node channel")
+                    _deliver(item["data"], receive)
             except RedisError as exc:
                 # Without this the task ended at the first Redis restart and the node
                 # silently stopped receiving offers, answers and candidates from others.
@@ -166,3 +305,30 @@ class Bus:
     async def leave(self) -> None:
         """This node stops cleanly."""
         await self.forget(self.node_id)
+
+
+def _pack(items: list[Any]) -> bytes:
+    return msgpack.packb(items, use_bin_type=True)
+
+
+def _fail(shared: asyncio.Future[Any], exc: BaseException) -> None:
+    if not shared.done():
+        shared.set_exception(exc)
+        shared.exception()  # nobody may be waiting any more: do not log it as unretrieved
+
+
+def _deliver(data: bytes, receive: Receiver) -> None:
+    """Hand each message of a batch published on this node's channel to ``receive``."""
+    try:
+        items = msgpack.unpackb(data, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        items = None
+    if not isinstance(items, list) or len(items) % 3:
+        log.warning("dropped a malformed batch on the node channel")
+        return
+    for index in range(0, len(items), 3):
+        room_id, to, message = items[index : index + 3]
+        try:
+            receive(room_id, to, message)
+        except (ValueError, TypeError, AttributeError, KeyError):
+            log.warning("dropped a malformed message on the node channel")

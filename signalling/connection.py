@@ -51,7 +51,7 @@ from signalling.errors import (
 from signalling.hub import Command, Hub
 from signalling.ice import ice_servers_for
 from signalling.settings import Settings
-from signalling.views import View
+from signalling.views import View, frame
 from signalling.wire import Codec, Message, decode, error
 
 log = logging.getLogger("vestibule.signalling.connection")
@@ -118,7 +118,7 @@ class Connection:
     def deliver(self, message: Message) -> None:
         if self._closing is not None:
             return
-        if not self.socket.write(self.codec.encode(message)):
+        if not self.socket.write(frame(message, self.codec)):
             # The client reads nothing and its buffers are full: a close queued behind the
             # backlog would never go out. Let go of it now: the reader stops, the
             # participant is detached (its grace period starts) and the socket is closed.

@@ -6,20 +6,29 @@ compare-and-append; if another node appended first, it catches up and decides ag
 rule checked by the core ("is there capacity?") holds for the room as a whole, across
 nodes, with no leader and no lock in Redis.
 
-Every node tails the streams of the rooms it serves (XREAD BLOCK) and fans new events
-out to its own connections as messages. Fan-out only queues (`Peer.deliver` never
-blocks), so a slow socket cannot hold up a room.
+Every node follows the rooms it serves through their feed channels (each append is
+published there, with its events: `signalling.eventlog`), and fans new events out to its
+own connections as messages. Subscribing to one more room is one SUBSCRIBE on the node's
+feed connection: nothing is written to Redis, and the other rooms' subscriptions are not
+touched. A message that does not follow on from this node's fold (the feed connection was
+lost meanwhile, say) makes the node read the stream instead, so nothing is missed.
+Fan-out never blocks (`Peer.deliver` does not), so a slow socket cannot hold up a room.
+It tells every participant its notices first (``admitted``...), then the state updates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.connection import Connection as RedisConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from admission.policy import check_signal
@@ -29,9 +38,18 @@ from rooms.ids import AppointmentId, ParticipantId, RoomId
 from rooms.room import Room
 from signalling.bus import Bus
 from signalling.errors import PeerUnavailable, RoomBusy
-from signalling.eventlog import EMPTY, Conflict, EventLog, StreamId, decode, events_key, parse_id
-from signalling.projector import note_change, note_window
-from signalling.views import Snapshot, View, notices, updates
+from signalling.eventlog import (
+    EMPTY,
+    Conflict,
+    EventLog,
+    StreamId,
+    decode,
+    feed_channel,
+    parse_feed,
+    parse_id,
+)
+from signalling.projector import note_window, queue_change
+from signalling.views import Notices, Shared, Snapshot, View, notices, updates
 from signalling.wire import Message
 
 log = logging.getLogger("vestibule.signalling.hub")
@@ -42,7 +60,8 @@ CLOSE_NORMAL = 1000
 CLOSE_DENIED = 4403
 CLOSE_REPLACED = 4409
 ATTEMPTS = 20  # compare-and-append retries before a command gives up (room_busy)
-TAIL_BLOCK_MS = 5000
+FEED_POLL = 1.0  # seconds the feed waits for a message before it looks again
+FEED_WAIT = 5.0  # seconds a room waits for the feed to be back before it gives up
 
 
 class Peer(Protocol):
@@ -68,6 +87,21 @@ class _Entry:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     loaded: bool = False
     busy: int = 0  # joins and departures under way: the entry stays until they finish
+    shared: dict[str, Shared] = field(default_factory=dict)  # last shared payloads
+    early: list[bytes] = field(default_factory=list)  # feed messages while loading
+    stale: bool = False  # the fold missed events: read the stream again
+    resync: asyncio.Task[None] | None = None  # reading the stream for that
+
+
+class _Feed(PubSub):
+    """The node's subscription to its rooms' feeds. redis-py reconnects and subscribes
+    again by itself; what was published meanwhile is lost, so it says so (`lost`)."""
+
+    lost = False
+
+    async def on_connect(self, connection: RedisConnection) -> None:
+        self.lost = True
+        await super().on_connect(connection)
 
 
 class Hub:
@@ -75,12 +109,15 @@ class Hub:
 
     def __init__(self, redis: Redis, bus: Bus, clock: Callable[[], float]) -> None:
         self.redis = redis
-        self.log = EventLog(redis)
+        self.log = EventLog(redis, note=queue_change)
         self.bus = bus
         self.clock = clock
         self._rooms: dict[RoomId, _Entry] = {}
-        self._wake_key = f"vst:node:{bus.node_id}:wake"
-        self._tailing: frozenset[RoomId] = frozenset()
+        self._home = f"vst:node:{bus.node_id}:feed"  # keeps the feed subscribed
+        self._tailing = False
+        self._feed: _Feed | None = None  # while `tail` runs and is connected
+        self._feed_up = asyncio.Event()
+        self._subscribing: dict[str, list[asyncio.Future[None]]] = {}
         self.sweeps = 0  # completed sweeps (lets tests wait for one)
         # Connections lost while Redis was unreachable, recorded by the next sweep.
         self._unrecorded: list[tuple[RoomId, ParticipantId, str, float]] = []
@@ -110,9 +147,12 @@ class Hub:
         if not entry.loaded:
             async with entry.lock:
                 if not entry.loaded:
+                    await self._follow(room_id)  # first, so no append falls in between
                     await self._catch_up(entry)
                     entry.loaded = True
-                    await self._wake_tail()
+                    early, entry.early = entry.early, []
+                    for data in early:
+                        self._take(entry, data)
         return entry
 
     async def _catch_up(self, entry: _Entry) -> None:
@@ -123,13 +163,14 @@ class Hub:
         a failover to a lagging replica): fold the room again from what the stream holds,
         which is the truth, and tell everyone attached."""
         log.error("room %s: the stream lost events this node had folded; rebuilding", entry.room.id)
-        entry.room = Room(entry.room.id)
-        entry.last_id = EMPTY
-        batch = await self.log.read(entry.room.id)
-        for stream_id, event in batch:
-            entry.room.apply(event)
-            entry.last_id = stream_id
+        # Fold aside and swap at once: the feed may fold into the entry meanwhile.
+        room, last_id = Room(entry.room.id), EMPTY
+        for stream_id, event in await self.log.read(room.id):
+            room.apply(event)
+            last_id = stream_id
+        entry.room, entry.last_id = room, last_id
         self._fan_out(entry, [])
+        self._resync(entry)  # anything appended since that read
 
     def _absorb(self, entry: _Entry, batch: list[tuple[StreamId, Event]]) -> None:
         """Fold events read from the stream (skipping those already folded), fan out."""
@@ -166,13 +207,14 @@ class Hub:
                     try:
                         ids = await self.log.append(entry.room.id, expected, events)
                     except Conflict as conflict:
-                        if parse_id(conflict.last_id) < parse_id(entry.last_id):
+                        # Behind what this attempt was based on (not the fold as it is
+                        # now: the feed may have folded newer events meanwhile).
+                        if parse_id(conflict.last_id) < parse_id(expected):
                             await self._rebuild(entry)
                         else:
                             await self._catch_up(entry)
                         continue
-                    await note_change(self.redis, entry.room.id)
-                tail_was_first = entry.last_id != expected  # it folded and fanned out ours
+                tail_was_first = entry.last_id != expected  # the feed folded and told ours
                 if events and not tail_was_first:
                     entry.room = trial
                     entry.last_id = ids[-1]
@@ -287,12 +329,16 @@ class Hub:
         """Pass a call set-up message between two participants of the same call, through
         Redis only when the recipient is connected to another node."""
         entry = self._rooms[room_id]
-        check_signal(entry.room, sender, to)
+        room = entry.room
+        check_signal(room, sender, to)
         peer = entry.peers.get(to)
         if peer is not None:
             peer.deliver(message)
             return
-        node = await self.bus.locate(room_id, to)
+        # The fold's view of the recipient's connection validates the bus's cached location.
+        recipient = room.participants[to]
+        connection = recipient.connection if recipient.connected else None
+        node = await self.bus.locate(room_id, to, connection)
         if node is None or node == self.bus.node_id:
             raise PeerUnavailable(f"cannot reach {to}: its connection is down", {"participant": to})
         await self.bus.send(node, room_id, to, message)
@@ -307,38 +353,139 @@ class Hub:
     # -- background work ------------------------------------------------------------------
 
     async def tail(self, ready: asyncio.Event | None = None) -> None:
-        """Follow the streams of the rooms this node serves, until cancelled."""
-        wake_id = "$"
+        """Follow the feeds of the rooms this node serves, until cancelled. ``ready`` is
+        set once the feed is subscribed."""
+        self._tailing = True
         backoff = 0.1
-        while True:
-            entries = {rid: e for rid, e in self._rooms.items() if e.loaded}
-            self._tailing = frozenset(entries)
-            streams: dict[Any, Any] = {events_key(r): e.last_id for r, e in entries.items()}
-            streams[self._wake_key] = wake_id
-            if ready is not None:
-                ready.set()
-            try:
-                reply: Any = await self.redis.xread(streams, count=1000, block=TAIL_BLOCK_MS)
-                backoff = 0.1
-            except RedisError as exc:
-                log.warning("tail: redis unavailable (%s); retrying", type(exc).__name__)
+        try:
+            while True:
+                feed = _Feed(self.redis.connection_pool, ignore_subscribe_messages=False)
+                try:
+                    await feed.subscribe(self._home)
+                    self._feed = feed
+                    # Every room served, loaded or loading: a room loaded meanwhile that
+                    # subscribed on the previous feed (or on none) must not be missed.
+                    channels = [feed_channel(room_id) for room_id in self._rooms]
+                    if channels:
+                        await feed.subscribe(*channels)
+                    self._resync_all()  # what was published while no feed listened
+                    self._feed_up.set()
+                    if ready is not None:
+                        ready.set()
+                    backoff = 0.1
+                    await self._listen(feed)
+                except RedisError as exc:
+                    log.warning("tail: redis unavailable (%s); retrying", type(exc).__name__)
+                    self._feed_lost(exc)
+                finally:
+                    self._feed = None
+                    self._feed_up.clear()
+                    with contextlib.suppress(RedisError, OSError):
+                        await feed.aclose()  # type: ignore[no-untyped-call]
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-                continue
-            for key, items in reply or []:
-                name = key.decode()
-                if name == self._wake_key:
-                    wake_id = items[-1][0].decode()
-                    continue
-                room_id = RoomId(name.split("{", 1)[1].rsplit("}", 1)[0])
-                entry = self._rooms.get(room_id)
-                if entry is not None:
-                    batch = [(i.decode(), decode(fields[b"e"])) for i, fields in items]
-                    self._absorb(entry, batch)
+        finally:
+            self._tailing = False
 
-    async def _wake_tail(self) -> None:
-        """Make the tail start following a room it does not follow yet."""
-        await self.redis.xadd(self._wake_key, {"w": 1}, maxlen=10, approximate=True)
+    async def _listen(self, feed: _Feed) -> None:
+        while True:
+            if feed.lost:  # redis-py reconnected by itself: messages may be lost
+                feed.lost = False
+                self._resync_all()
+            item: Any = await feed.get_message(timeout=FEED_POLL)
+            if item is None:
+                continue
+            kind = item["type"]
+            channel = item["channel"].decode()
+            if kind == "message":
+                entry = self._rooms.get(RoomId(channel.split("{", 1)[1].rsplit("}", 1)[0]))
+                if entry is None:
+                    continue  # no longer served here
+                if entry.loaded:
+                    self._take(entry, item["data"])
+                else:  # its stream is being read: look at this once that is done
+                    entry.early.append(item["data"])
+            elif kind == "subscribe":
+                for done in self._subscribing.pop(channel, []):
+                    if not done.done():
+                        done.set_result(None)
+
+    def _feed_lost(self, exc: RedisError) -> None:
+        subscribing, self._subscribing = self._subscribing, {}
+        for waiters in subscribing.values():
+            for done in waiters:
+                if not done.done():
+                    done.set_exception(type(exc)(f"the rooms' feed was lost: {exc}"))
+
+    async def _follow(self, room_id: RoomId) -> None:
+        """Subscribe to the room's feed and wait until Redis has confirmed it."""
+        if not self._tailing:
+            return  # nobody follows feeds on this hub (no `tail` running)
+        if self._feed is None:
+            try:
+                async with asyncio.timeout(FEED_WAIT):
+                    await self._feed_up.wait()
+            except TimeoutError:
+                raise RedisConnectionError("not subscribed to the rooms' feeds") from None
+        feed = self._feed
+        assert feed is not None
+        channel = feed_channel(room_id)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._subscribing.setdefault(channel, []).append(done)
+        try:
+            await feed.subscribe(channel)
+            await done
+        finally:
+            waiters = self._subscribing.get(channel)
+            if waiters is not None and done in waiters:
+                waiters.remove(done)
+                if not waiters:
+                    del self._subscribing[channel]
+
+    async def _unfollow(self, room_id: RoomId) -> None:
+        feed = self._feed
+        if feed is None:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await feed.unsubscribe(feed_channel(room_id))
+        entry = self._rooms.get(room_id)
+        if entry is not None:  # served again meanwhile: follow it again, catch up
+            await self._follow(room_id)
+            if entry.loaded:
+                self._resync(entry)
+
+    def _take(self, entry: _Entry, data: bytes) -> None:
+        """A message from the room's feed: fold it if it follows on from the fold, skip it
+        if the fold has it, else read the stream."""
+        previous, ids, events = parse_feed(data)
+        last = parse_id(entry.last_id)
+        if parse_id(ids[-1]) <= last:
+            return  # this node appended it, or read it already
+        if parse_id(previous) == last:
+            self._absorb(entry, [(i, decode(e)) for i, e in zip(ids, events, strict=True)])
+        else:
+            self._resync(entry)
+
+    def _resync_all(self) -> None:
+        for entry in self._rooms.values():
+            if entry.loaded:
+                self._resync(entry)
+
+    def _resync(self, entry: _Entry) -> None:
+        """Read what the room's stream has beyond the fold (in the background)."""
+        entry.stale = True
+        if entry.resync is None:
+            entry.resync = asyncio.get_running_loop().create_task(self._read_stale(entry))
+
+    async def _read_stale(self, entry: _Entry) -> None:
+        try:
+            while entry.stale:
+                entry.stale = False
+                self._absorb(entry, await self.log.read(entry.room.id, after=entry.last_id))
+        except RedisError as exc:  # the feed fails too, and reads again once it is back
+            log.warning("room %s: cannot read its stream (%s)", entry.room.id, type(exc).__name__)
+        finally:
+            entry.resync = None
 
     async def sweep(self, grace: float) -> int:
         """Remove participants whose connection has been gone longer than ``grace``, and
@@ -365,6 +512,7 @@ class Hub:
                 and not any(lost[0] == room_id for lost in self._unrecorded)
             ):
                 del self._rooms[room_id]
+                await self._unfollow(room_id)
         self.sweeps += 1
         return removed
 
@@ -388,9 +536,20 @@ class Hub:
     # -- fan-out --------------------------------------------------------------------------
 
     def _fan_out(self, entry: _Entry, events: list[Event]) -> None:
+        """Tell everyone attached: first every participant's notices (an ``admitted``
+        must not wait for the rosters of a thousand others), then the state updates."""
+        peers = list(entry.peers.items())
+        if events:
+            attached = dict(peers)
+            for pid, messages in Notices(events):
+                peer = attached.get(pid)
+                if peer is not None:
+                    for message in messages:
+                        peer.deliver(message)
         snapshot = self._snapshot(entry)
-        for pid, peer in list(entry.peers.items()):
-            self._tell(entry, pid, peer, events, snapshot)
+        for pid, peer in peers:
+            for message in updates(peer.view, pid, snapshot):
+                peer.deliver(message)
         for event in events:
             if event.kind is EventKind.RECONNECTED and event.participant is not None:
                 # Taken over by a newer connection, perhaps on another node: ours is stale.
@@ -425,7 +584,9 @@ class Hub:
         closed = entry.window is not None and (
             entry.window.state(self.clock()) is WindowState.CLOSED
         )
-        return Snapshot(entry.room, appointment=entry.appointment, window_closed=closed)
+        return Snapshot(
+            entry.room, appointment=entry.appointment, window_closed=closed, shared=entry.shared
+        )
 
 
 def _lost(pid: ParticipantId, connection: str, now: float) -> Command:

@@ -1,7 +1,8 @@
 """The status projector: call status and appointment outcomes, derived from the rooms'
 event streams by a consumer group.
 
-After appending to a room's stream, a node adds the room's id to ``vst:changes``. The
+After appending to a room's stream, a node adds the room's id to ``vst:changes`` (in the
+same round trip as the append: `queue_change`). The
 projector is a consumer group (``projector``) on that stream, one consumer per node, so
 the work is shared and a dead node's unacknowledged entries are claimed by the others.
 For each changed room it folds the new events into the room's projection, stored in
@@ -21,6 +22,7 @@ from typing import Any
 
 import msgpack
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
 from rooms.ids import AppointmentId, RoomId
@@ -63,6 +65,11 @@ def window_member(room_id: RoomId, appointment: AppointmentId) -> str:
 async def note_change(redis: Redis, room_id: RoomId) -> None:
     """Tell the projector that ``room_id`` has new events."""
     await redis.xadd(CHANGES, {"r": room_id}, maxlen=CHANGES_MAXLEN, approximate=True)
+
+
+def queue_change(pipe: Pipeline, room_id: RoomId) -> None:
+    """`note_change`, queued on ``pipe`` (`signalling.eventlog.EventLog`'s ``note``)."""
+    pipe.xadd(CHANGES, {"r": room_id}, maxlen=CHANGES_MAXLEN, approximate=True)
 
 
 async def note_window(

@@ -7,22 +7,29 @@ Two kinds of message leave the server when events are applied:
   ``waiting`` (its reason and place), ``roster`` (who is in the call), ``waiting_list``
   (hosts only). `View` remembers what was last sent, so a change is sent once.
 
-Shared payloads (the roster, the waiting list) are built once per change, not once per
-participant.
+The work of one change is linear in the room's size, not quadratic: the events are grouped
+by participant once (`Notices`), and a `Snapshot` builds each payload that several
+participants receive (the status, the roster, the waiting list, the lobby's ``waiting``)
+once, as a `Shared` message. A shared message equal to the one built for the room's
+previous change is that same object, so telling whether a participant has seen it is an
+identity check, and `frame` encodes a shared message once per codec for all its receivers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from admission.policy import Decision, decide
 from rooms.events import Event, EventKind, ExitCause
 from rooms.ids import AppointmentId, ParticipantId
 from rooms.participants import Participant, Stage
+from rooms.roles import Role
 from rooms.room import Room
 from rooms.status import CallStatus, call_status
-from signalling.wire import Message
+from signalling.wire import Codec, Message
 
 
 @dataclass(slots=True)
@@ -32,15 +39,46 @@ class View:
     sent: dict[str, object] = field(default_factory=dict)
 
 
+class Shared(dict[str, Any]):
+    """A message that goes, unchanged, to several participants. Never change one after it
+    is built: its frames are kept (`frame`)."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self, fields: Message) -> None:
+        super().__init__(fields)
+        self.frames: dict[Codec, str | bytes] = {}
+
+
+def frame(message: Message, codec: Codec) -> str | bytes:
+    """``message`` encoded with ``codec``; a `Shared` one is encoded once per codec."""
+    if not isinstance(message, Shared):
+        return codec.encode(message)
+    encoded = message.frames.get(codec)
+    if encoded is None:
+        encoded = message.frames[codec] = codec.encode(message)
+    return encoded
+
+
 class Snapshot:
-    """The room's shared payloads after a change, built on first use."""
+    """The room's shared payloads after a change, built on first use.
+
+    ``shared`` holds the shared messages built for the room's previous change (and is
+    updated): a payload that has not changed is reused as the same object."""
 
     def __init__(
-        self, room: Room, *, appointment: AppointmentId | None, window_closed: bool
+        self,
+        room: Room,
+        *,
+        appointment: AppointmentId | None,
+        window_closed: bool,
+        shared: dict[str, Shared] | None = None,
     ) -> None:
         self.room = room
         self.appointment = appointment
         self.window_closed = window_closed
+        self.shared: dict[str, Shared] = {} if shared is None else shared
+        self._lobby: dict[Role, Shared] = {}
 
     @cached_property
     def status(self) -> CallStatus:
@@ -54,11 +92,60 @@ class Snapshot:
 
     @cached_property
     def waiting_list(self) -> list[dict[str, object]]:
-        reason = self.room.wait_reason().value
+        reason = self.reason
         return [
             {**_person(p), "reason": reason, "position": i, "since": p.knocked_at}
             for i, p in enumerate(self.room.waiting(), start=1)
         ]
+
+    @cached_property
+    def reason(self) -> str:
+        """Why anyone waiting now is waiting."""
+        return self.room.wait_reason().value
+
+    @cached_property
+    def positions(self) -> dict[ParticipantId, int]:
+        """Places in the waiting room, from 1."""
+        return {p.id: i for i, p in enumerate(self.room.waiting(), start=1)}
+
+    @cached_property
+    def status_message(self) -> Shared:
+        return self._reuse("status", {"type": "status", "call_status": self.status.value})
+
+    @cached_property
+    def roster_message(self) -> Shared:
+        return self._reuse("roster", {"type": "roster", "participants": self.roster})
+
+    @cached_property
+    def waiting_list_message(self) -> Shared:
+        return self._reuse("waiting_list", {"type": "waiting_list", "entries": self.waiting_list})
+
+    def waiting(self, participant: Participant) -> Message | None:
+        """The ``waiting`` message for a patient or guest not in the call, else None."""
+        if participant.is_host or participant.stage is Stage.IN_CALL:
+            return None
+        if participant.stage is Stage.WAITING:
+            return {
+                "type": "waiting",
+                "reason": self.reason,
+                "position": self.positions.get(participant.id),
+                "can_ask": False,
+            }
+        message = self._lobby.get(participant.role)
+        if message is None:
+            can_ask = decide(self.room, participant.role) is not Decision.WAIT_FOR_HOST
+            built = {"type": "waiting", "reason": self.reason, "position": None, "can_ask": can_ask}
+            message = self._lobby[participant.role] = self._reuse(
+                f"waiting:{participant.role.value}", built
+            )
+        return message
+
+    def _reuse(self, key: str, built: Message) -> Shared:
+        previous = self.shared.get(key)
+        if previous is not None and previous == built:
+            return previous
+        message = self.shared[key] = Shared(built)
+        return message
 
 
 def _person(p: Participant) -> dict[str, object]:
@@ -66,7 +153,7 @@ def _person(p: Participant) -> dict[str, object]:
     return {"participant_id": p.id, "role": p.role.value, "name": p.name, "connected": p.connected}
 
 
-def notices(pid: ParticipantId, events: list[Event]) -> list[Message]:
+def notices(pid: ParticipantId, events: Iterable[Event]) -> list[Message]:
     """Messages about ``pid`` itself, from the events of one command."""
     out: list[Message] = []
     admitted_by: ParticipantId | None = None
@@ -87,48 +174,44 @@ def notices(pid: ParticipantId, events: list[Event]) -> list[Message]:
     return out
 
 
+class Notices:
+    """The notices of one command's events, participant by participant: the events are
+    grouped once, so telling N participants costs O(events + N), not O(events x N)."""
+
+    def __init__(self, events: Iterable[Event]) -> None:
+        self._events: dict[ParticipantId, list[Event]] = {}
+        for event in events:
+            if event.participant is not None:
+                self._events.setdefault(event.participant, []).append(event)
+
+    def __iter__(self) -> Iterator[tuple[ParticipantId, list[Message]]]:
+        """(participant, its notices) for every participant the events are about."""
+        for pid, events in self._events.items():
+            messages = notices(pid, events)
+            if messages:
+                yield pid, messages
+
+
 def updates(view: View, pid: ParticipantId, snapshot: Snapshot) -> list[Message]:
     """State messages for ``pid`` whose content changed since ``view`` last saw them."""
     participant = snapshot.room.participants.get(pid)
     if participant is None:
         return []
-    wanted: dict[str, Message | None] = {
-        "status": {"type": "status", "call_status": snapshot.status.value},
-        "waiting": _waiting(snapshot.room, participant),
-        "roster": (
-            {"type": "roster", "participants": snapshot.roster}
-            if participant.is_host or participant.stage is Stage.IN_CALL
-            else None
-        ),
-        "waiting_list": (
-            {"type": "waiting_list", "entries": snapshot.waiting_list}
-            if participant.is_host
-            else None
-        ),
-    }
+    sees_call = participant.is_host or participant.stage is Stage.IN_CALL
     out: list[Message] = []
-    for key, message in wanted.items():
-        if message is not None and view.sent.get(key) != message:
-            out.append(message)
-        view.sent[key] = message
+    sent = view.sent
+    _update(sent, out, "status", snapshot.status_message)
+    _update(sent, out, "waiting", snapshot.waiting(participant))
+    _update(sent, out, "roster", snapshot.roster_message if sees_call else None)
+    _update(
+        sent, out, "waiting_list", snapshot.waiting_list_message if participant.is_host else None
+    )
     return out
 
 
-def _waiting(room: Room, participant: Participant) -> Message | None:
-    if participant.is_host or participant.stage is Stage.IN_CALL:
-        return None
-    if participant.stage is Stage.WAITING:
-        return {
-            "type": "waiting",
-            "reason": room.wait_reason().value,
-            "position": room.position(participant.id),
-            "can_ask": False,
-        }
-    decision = decide(room, participant.role)
-    can_ask = decision is not Decision.WAIT_FOR_HOST
-    return {
-        "type": "waiting",
-        "reason": room.wait_reason().value,
-        "position": None,
-        "can_ask": can_ask,
-    }
+def _update(sent: dict[str, object], out: list[Message], key: str, message: Message | None) -> None:
+    if message is not None:
+        previous = sent.get(key)
+        if previous is not message and previous != message:
+            out.append(message)
+    sent[key] = message

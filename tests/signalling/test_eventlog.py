@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -10,7 +11,17 @@ from redis.asyncio import Redis
 from rooms.events import Event, EventKind, WaitReason
 from rooms.ids import ParticipantId, RoomId
 from rooms.roles import Role
-from signalling.eventlog import EMPTY, Conflict, EventLog, events_key, parse_id
+from signalling.eventlog import (
+    EMPTY,
+    Conflict,
+    EventLog,
+    decode,
+    events_key,
+    feed_channel,
+    parse_feed,
+    parse_id,
+)
+from signalling.projector import CHANGES, queue_change
 from signalling.redis_server import RedisProcess
 
 ROOM = RoomId("r1")
@@ -89,3 +100,30 @@ async def test_acknowledged_events_survive_a_redis_crash(redis_server: RedisProc
         assert [i for i, _ in await EventLog(client).read(ROOM)] == ids
     finally:
         await client.aclose()
+
+
+async def test_append_publishes_its_events_on_the_room_feed(redis: Redis) -> None:
+    log = EventLog(redis)
+    first = await log.append(ROOM, EMPTY, [arrived(1.0)])
+    feed = redis.pubsub()
+    await feed.subscribe(feed_channel(ROOM))
+    assert (await feed.get_message(timeout=1.0))["type"] == "subscribe"
+    ids = await log.append(ROOM, first[0], [knocked(2.0)])
+    message = await feed.get_message(timeout=1.0)
+    previous, published, payloads = parse_feed(message["data"])
+    assert (previous, published) == (first[0], ids)
+    assert [decode(p) for p in payloads] == [knocked(2.0)]
+    await feed.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_a_note_goes_with_the_append_and_survives_a_script_flush(redis: Redis) -> None:
+    log = EventLog(redis, note=queue_change)
+    ids = await log.append(ROOM, EMPTY, [arrived(1.0)])
+    await redis.script_flush()  # as after a restart: the script must be loaded again
+    ids += await log.append(ROOM, ids[0], [knocked(2.0)])
+    with pytest.raises(Conflict):
+        await log.append(ROOM, ids[0], [knocked(3.0)])
+    assert [e for _, e in await log.read(ROOM)] == [arrived(1.0), knocked(2.0)]
+    notes: Any = await redis.xrange(CHANGES)
+    assert len(notes) >= 3  # one per attempt, even the refused one (harmless)
+    assert {fields[b"r"] for _, fields in notes} == {ROOM.encode()}

@@ -1,0 +1,54 @@
+"""Fan-out payloads: shared once per change, reused while unchanged, encoded once."""
+
+from __future__ import annotations
+
+from rooms.ids import ParticipantId, RoomId, SessionId
+from rooms.roles import Role
+from rooms.room import Room
+from signalling.views import Notices, Shared, Snapshot, View, frame, updates
+from signalling.wire import Codec
+
+H, G1, G2 = ParticipantId("h"), ParticipantId("g1"), ParticipantId("g2")
+
+
+def room() -> Room:
+    r = Room(RoomId("r"))
+    r.arrive(H, Role.HOST, name="H", subject=None, now=1.0)
+    r.start(H, session=SessionId("s"), appointment=None, capacity=1, now=1.0)
+    for g in (G1, G2):
+        r.arrive(g, Role.GUEST, name=str(g), subject=None, now=2.0)
+        r.knock(g, now=3.0)
+    return r
+
+
+def test_unchanged_payloads_are_the_same_object_and_sent_once() -> None:
+    shared: dict[str, Shared] = {}
+    r, host = room(), View()
+    first = Snapshot(r, appointment=None, window_closed=False, shared=shared)
+    sent = updates(host, H, first)
+    assert [m["type"] for m in sent] == ["status", "roster", "waiting_list"]
+    second = Snapshot(r, appointment=None, window_closed=False, shared=shared)
+    assert second.waiting_list_message is first.waiting_list_message
+    assert updates(host, H, second) == []
+    guest = View()
+    assert updates(guest, G2, second)[1] == {
+        "type": "waiting",
+        "reason": "at_capacity",
+        "position": 2,
+        "can_ask": False,
+    }
+
+
+def test_notices_group_a_commands_events_by_participant() -> None:
+    r = room()
+    events = r.admit_all(H, now=4.0)
+    told = dict(Notices(events))
+    assert set(told) == {G1, G2}
+    assert told[G2] == [{"type": "admitted", "session_id": "s", "by": H}]
+
+
+def test_a_shared_message_is_encoded_once_per_codec() -> None:
+    message = Shared({"type": "status", "call_status": "ready"})
+    assert frame(message, Codec.JSON) is frame(message, Codec.JSON)
+    assert frame(message, Codec.MSGPACK) == Codec.MSGPACK.encode(message)
+    assert frame({"type": "pong"}, Codec.JSON) == '{"type":"pong"}'
