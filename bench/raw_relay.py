@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import itertools
 import json
+import resource
+import sys
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -74,7 +76,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fds", type=int, default=0, help="open files needed (soft limit)")
     args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if args.fds > soft:
+        if hard != resource.RLIM_INFINITY and hard < args.fds:
+            sys.exit(f"raw_relay: needs {args.fds:,} open files, the hard limit is {hard:,}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (args.fds, hard))
     try:
         import uvloop
 

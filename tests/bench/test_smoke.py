@@ -12,10 +12,21 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 120.0  # seconds; the quick mode took ~20 s here (19 s in pytest)
+TIMEOUT = 120.0  # seconds; the quick mode took ~20-30 s here
 
-RELAY = ("msgs_per_s", "cpu_us_per_msg", "lat_p50_ms", "lat_p99_ms", "gen_cpu_pct", "load")
-IDLE = ("hello_rate", "rss_per_conn_kib", "gen_cpu_pct")
+RELAY = (
+    "msgs_per_s",
+    "cpu_us_per_msg",
+    "lat_p50_ms",
+    "lat_p99_ms",
+    "lat50_p50_ms",
+    "lat50_p99_ms",
+    "gen_cpu_pct",
+    "load",
+)
+IDLE = ("hello_rate", "rss_per_conn_kib", "hello_gen_cpu_pct", "pongs")
+# The connect storm and the steps up to --idle connections: one node and the raw relay.
+STORM = ("storm_all_welcomed_s", "fill_rate", "pongs_missing")
 VESTIBULE_ONLY = ("knock.knock_p50_ms", "knock.knock_p99_ms", "admit_all.admit_all_ms")
 
 
@@ -36,6 +47,8 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     for config in ("vestibule1", "vestibule2", "raw"):
         wanted = [f"relay.{size}.{key}" for size in sizes for key in RELAY]
         wanted += [f"idle.{key}" for key in IDLE]
+        if config != "vestibule2":
+            wanted += [f"idle.{key}" for key in STORM]
         if config != "raw":
             wanted += VESTIBULE_ONLY
         for key in wanted:
@@ -43,4 +56,7 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
             if value is None or not math.isfinite(value):
                 missing.append(f"{config} {key}")
     assert missing == []
+    for config in ("vestibule1", "raw"):
+        assert medians[config]["idle.pongs_missing"] == 0  # every idle client got its pong
+    assert all(run["timeouts"] == [] for runs in results["runs"].values() for run in runs)
     assert "Vestibule 1 node" in done.stdout  # the table was printed
