@@ -32,7 +32,15 @@ VESTIBULE_ONLY = ("knock.knock_p50_ms", "knock.knock_p99_ms", "admit_all.admit_a
 
 def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--quick",
+            "--admit-on",
+            "vestibule1,vestibule2",
+            "--out",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
