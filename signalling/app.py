@@ -115,15 +115,18 @@ def create_app(
         except RedisError:
             healthy_since = None
             raise
-        now = clock()
         if healthy_since is None:
-            healthy_since = now
+            healthy_since = clock()
+
+    async def judge_others() -> None:
         # After Redis (or this node's link to it) was down, every other node's heartbeat
         # looks stale: nobody could write one. Judge the others only once this node has
         # seen Redis for a whole node timeout, time for any live node to heartbeat again;
         # otherwise survivors of a long Redis outage reap each other and evict live
-        # participants when their grace runs out.
-        if now - healthy_since >= settings.node_timeout:
+        # participants when their grace runs out. A loop of its own: cleaning up after a
+        # node with thousands of participants takes a while, and this node's heartbeats
+        # must not wait for it (a late heartbeat gets this node reaped in turn).
+        if healthy_since is not None and clock() - healthy_since >= settings.node_timeout:
             await hub.reap(settings.node_timeout)
 
     async def watch_redis() -> None:
@@ -138,6 +141,7 @@ def create_app(
             asyncio.create_task(hub.tail(tailing)),
             asyncio.create_task(bus.listen(hub.receive, listening)),
             asyncio.create_task(every(settings.heartbeat_every, keep_alive, "heartbeat")),
+            asyncio.create_task(every(settings.heartbeat_every, judge_others, "reaper")),
             asyncio.create_task(every(settings.sweep_interval, _sweep(hub, settings), "sweep")),
             asyncio.create_task(projector.run()),
             asyncio.create_task(delivery_worker(ctx, node_id).run()),

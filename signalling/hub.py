@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -119,6 +119,7 @@ class Hub:
         self._feed_up = asyncio.Event()
         self._subscribing: dict[str, list[asyncio.Future[None]]] = {}
         self.sweeps = 0  # completed sweeps (lets tests wait for one)
+        self._tasks: set[asyncio.Task[None]] = set()  # background work, kept referenced
         # Connections lost while Redis was unreachable, recorded by the next sweep.
         self._unrecorded: list[tuple[RoomId, ParticipantId, str, float]] = []
 
@@ -525,13 +526,47 @@ class Hub:
                 continue
             log.warning("node %s stopped answering: cleaning up after it", node)
             now = self.clock()
-            for room_id, held in (await self.bus.held_by(node)).items():
+            held_by = await self.bus.held_by(node)
+            # Its records go first, its participants' routing next, their loss last: a
+            # node that was only slow sees the loss, registers again (`_reassert`), and
+            # none of that may be undone by this clean-up arriving after it.
+            await self.bus.forget(node)
+            for room_id, held in held_by.items():
                 for pid, connection in held:
+                    await self.bus.unregister(room_id, pid, connection, node)
                     events = await self.execute(room_id, _lost(pid, connection, now))
                     marked += len(events)
-                    await self.bus.unregister(room_id, pid, connection, node)
-            await self.bus.forget(node)
         return marked
+
+    async def _reassert(self, room_id: RoomId, pid: ParticipantId, peer: Peer) -> None:
+        """``peer`` is still connected here although the room says its connection was lost:
+        route to it again and record it back (RECONNECTED on the same connection)."""
+        log.warning("room %s: %s was reported lost but is connected here", room_id, pid)
+        connection = peer.connection_id
+
+        def back(room: Room) -> list[Event]:
+            known = room.participants.get(pid)
+            if known is None or known.connected or known.connection != connection:
+                return []  # gone, back already, or taken over by a newer connection
+            return room.arrive(
+                pid,
+                known.role,
+                name=known.name,
+                subject=known.subject,
+                now=self.clock(),
+                connection=connection,
+            )
+
+        try:
+            await self.bus.register(room_id, pid, connection)
+            await self.execute(room_id, back)
+        except RedisError as exc:
+            log.warning("room %s: could not record %s back (%s)", room_id, pid, type(exc).__name__)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- fan-out --------------------------------------------------------------------------
 
@@ -551,6 +586,13 @@ class Hub:
             for message in updates(peer.view, pid, snapshot):
                 peer.deliver(message)
         for event in events:
+            if event.kind is EventKind.DISCONNECTED and event.participant is not None:
+                alive = entry.peers.get(event.participant)
+                if alive is not None and alive.connection_id == event.connection:
+                    # Another node reported this live connection lost: it took this node
+                    # for dead (heartbeats late under load). Say it is alive again, or the
+                    # participant would be removed when its grace runs out.
+                    self._background(self._reassert(entry.room.id, event.participant, alive))
             if event.kind is EventKind.RECONNECTED and event.participant is not None:
                 # Taken over by a newer connection, perhaps on another node: ours is stale.
                 stale = entry.peers.get(event.participant)

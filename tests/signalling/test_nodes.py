@@ -10,6 +10,7 @@ import pytest
 
 from rooms.ids import ParticipantId, RoomId
 from rooms.roles import Role
+from signalling.bus import NODES
 from signalling.redis_server import RedisProcess
 from tests.signalling.conftest import Serve, eventually
 
@@ -93,3 +94,33 @@ async def test_a_room_stays_served_while_a_departure_is_being_recorded(
         return room is not None and not room.get(pid).connected
 
     await eventually(absent, what="the departure to be recorded")
+
+
+async def test_a_node_taken_for_dead_while_alive_keeps_its_participants(serve: Serve) -> None:
+    # Under load a node's heartbeats can be late enough for another node to reap it. Its
+    # participants are still connected to it: it records them back, and they are not
+    # removed when their grace runs out.
+    one = await serve(resume_grace=30.0)
+    two = await serve(clock=one.clock, resume_grace=30.0)
+    patient = await one.connect(room=ROOM, token=one.token(ROOM, Role.PATIENT, subject="sam"))
+    await patient.expect("waiting")
+    pid = ParticipantId(patient.participant_id)
+    await one.redis.zadd(NODES, {one.hub.bus.node_id: one.clock() - 60})  # looks dead
+    assert await two.hub.reap(5.0) == 1  # marked lost by the other node...
+
+    def connected_again() -> bool:
+        room = one.hub.peek(RoomId(ROOM))
+        return room is not None and room.get(pid).connected
+
+    await eventually(connected_again, what="the node to record its participant back")
+    where = await one.redis.hget(f"vst:{{{ROOM}}}:where", pid)
+    assert isinstance(where, bytes)
+    assert where.decode().split(" ")[0] == one.hub.bus.node_id
+    one.clock.advance(31.0)  # ...and its grace would be over by now
+    await one.sweeps()
+    await two.sweeps()
+    room = one.hub.peek(RoomId(ROOM))
+    assert room is not None
+    assert pid in room.participants
+    await patient.ping()
+    await patient.expect("pong")
