@@ -559,10 +559,10 @@ FULL: dict[str, Any] = {
     "storm": 5000,
     "idle": 10000,
     "warm": 0.5,
-    "sat": 2.0,
-    "lat": 3.0,
-    "lat50": 2.0,
-    "knocks": 50,
+    "sat": 1.5,
+    "lat": 2.0,
+    "lat50": 1.5,
+    "knocks": 40,
     "admit": 1000,
     # Per phase. At the target speeds no phase needs 20 s; today's server needs more than
     # 60 s for the storm and the admit_all set-up, which then read "timed out".
