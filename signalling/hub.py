@@ -430,6 +430,11 @@ class Hub:
                 raise RedisConnectionError("not subscribed to the rooms' feeds") from None
         feed = self._feed
         assert feed is not None
+        if not _connected(feed):
+            # Only the feed's listener may connect it again: a second task reconnecting the
+            # same redis-py connection at once opens two sockets and leaks one. It
+            # subscribes every served room when it is back.
+            raise RedisConnectionError("the rooms' feed is reconnecting")
         channel = feed_channel(room_id)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._subscribing.setdefault(channel, []).append(done)
@@ -445,8 +450,8 @@ class Hub:
 
     async def _unfollow(self, room_id: RoomId) -> None:
         feed = self._feed
-        if feed is None:
-            return
+        if feed is None or not _connected(feed):
+            return  # reconnecting: skip it; messages for rooms not served are ignored
         with contextlib.suppress(RedisError, OSError):
             await feed.unsubscribe(feed_channel(room_id))
         entry = self._rooms.get(room_id)
@@ -629,6 +634,10 @@ class Hub:
         return Snapshot(
             entry.room, appointment=entry.appointment, window_closed=closed, shared=entry.shared
         )
+
+
+def _connected(feed: PubSub) -> bool:
+    return feed.connection is not None and feed.connection.is_connected
 
 
 def _lost(pid: ParticipantId, connection: str, now: float) -> Command:
