@@ -153,6 +153,9 @@ def create_app(
             yield
         finally:
             await _stop(tasks)
+            # Then whatever they started in the background, so that no command is left
+            # half-way on a connection when Redis is closed (its socket would leak).
+            await _stop(hub.pending() + bus.pending())
             with contextlib.suppress(RedisError, OSError):
                 await bus.leave()
             await redis.aclose()

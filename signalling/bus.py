@@ -149,6 +149,10 @@ class Bus:
                 self._looker = asyncio.get_running_loop().create_task(self._look_up())
         return await found
 
+    def pending(self) -> list[asyncio.Task[None]]:
+        """Lookups and publishes under way: the node stops them before it closes Redis."""
+        return [t for t in (self._looker, self._publisher) if t is not None]
+
     async def _look_up(self) -> None:
         """Read the locations asked for, all at once, until none are left: when many calls
         start together, one pipeline of HGETs instead of a connection each."""

@@ -481,7 +481,7 @@ class Hub:
         """Read what the room's stream has beyond the fold (in the background)."""
         entry.stale = True
         if entry.resync is None:
-            entry.resync = asyncio.get_running_loop().create_task(self._read_stale(entry))
+            entry.resync = self._background(self._read_stale(entry))
 
     async def _read_stale(self, entry: _Entry) -> None:
         try:
@@ -568,10 +568,16 @@ class Hub:
         except RedisError as exc:
             log.warning("room %s: could not record %s back (%s)", room_id, pid, type(exc).__name__)
 
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def pending(self) -> list[asyncio.Task[None]]:
+        """Background work under way (stream reads, reasserts): the node stops them, and
+        their Redis connections with them, before it closes Redis."""
+        return list(self._tasks)
 
     # -- fan-out --------------------------------------------------------------------------
 
