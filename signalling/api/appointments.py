@@ -44,7 +44,6 @@ from signalling.api.context import ApiContext
 from signalling.api.envelope import Call, paged
 from signalling.api.errors import (
     InvalidStateTransition,
-    NotFound,
     ValidationFailed,
 )
 from signalling.api.idempotency import HEADER_PROP, Idempotency
@@ -56,7 +55,6 @@ from signalling.projector import WINDOWS, read_projection, window_member
 
 log = logging.getLogger("vestibule.signalling.api.appointments")
 
-MAX_ID = 200
 # Changes that the join links carry, so that they need new links.
 LINKED = ("start_time", "end_time", "patient_id", "attendee_name", "capacity")
 ACTIONS = "POST /appointments/{id}/cancel, /complete or /no_show"
@@ -134,11 +132,11 @@ class Appointments:
         return paged(call, items, limit=limit, offset=offset, total=offset + len(items) + more)
 
     async def retrieve(self, call: Call) -> Response:
-        appointment = await self.store.get(_path_id(call))
+        appointment = await self.store.get(call.path_id("id", "appointment"))
         return call.ok((await self.present([appointment]))[0])
 
     async def activity(self, call: Call) -> Response:
-        appointment = await self.store.get(_path_id(call))
+        appointment = await self.store.get(call.path_id("id", "appointment"))
         if appointment.room_id is None:
             return call.ok([], room_id=None)
         events = await EventLog(self.ctx.redis).read(appointment.room_id)
@@ -208,7 +206,7 @@ class Appointments:
                 raise _api_error(exc) from None
             return await self._relink(stored, updated, now)
 
-        before, after = await self.store.change(_path_id(call), decide)
+        before, after = await self.store.change(call.path_id("id", "appointment"), decide)
         await self._retire(before, after)
         return call.ok((await self.present([after.appointment]))[0])
 
@@ -254,7 +252,7 @@ class Appointments:
             except AppointmentError as exc:
                 raise _api_error(exc) from None
 
-        appointment_id = _path_id(call)
+        appointment_id = call.path_id("id", "appointment")
         # What the room has settled comes first: once a call has taken place, the
         # appointment cannot be marked a no-show, whatever is asked now.
         await self.store.get(appointment_id)
@@ -423,13 +421,6 @@ def activity(
 
 def _value(member: Any) -> Any:
     return None if member is None else member.value
-
-
-def _path_id(call: Call) -> str:
-    appointment: str = call.request.path_params["id"]
-    if len(appointment) > MAX_ID:
-        raise NotFound("no such appointment", {"id": appointment[:MAX_ID]})
-    return appointment
 
 
 def _statuses(raw: str) -> set[AppointmentStatus]:

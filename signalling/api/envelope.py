@@ -32,6 +32,7 @@ log = logging.getLogger("vestibule.signalling.api")
 
 Handler = Callable[["Call"], Awaitable[Response]]
 MAX_BODY = 64 * 1024
+MAX_PATH_ID = 200  # the longest id any resource has: a longer path parameter names nothing
 
 
 class Call:
@@ -51,6 +52,15 @@ class Call:
             {"data": data, "meta": {"request_id": self.request_id, **meta}, "error": None},
             status_code=status,
         )
+
+    def path_id(self, name: str, noun: str | None = None) -> str:
+        """Path parameter ``name``, naming a stored resource; NotFound if it is longer than
+        any id (``noun`` names the resource, by default ``name`` without ``_id``)."""
+        value: str = self.request.path_params[name]
+        if len(value) > MAX_PATH_ID:
+            what = noun or name.removesuffix("_id")
+            raise NotFound(f"no such {what}", {name: value[:MAX_PATH_ID]})
+        return value
 
     async def json(self) -> object:
         """The body parsed as JSON; raise InvalidJson."""

@@ -54,7 +54,6 @@ from signalling.outbox import Delivery, Outbox
 
 log = logging.getLogger("vestibule.signalling.api.invitations")
 
-MAX_ID_LENGTH = 200
 MAX_ADDRESS_LENGTH = 254  # the longest email address SMTP carries
 _CHANNELS = tuple(c.value for c in ContactChannel)
 _STATUSES = tuple(s.value for s in InvitationStatus)
@@ -249,13 +248,6 @@ def route(
     return channel, stored
 
 
-def _path(call: Call, name: str) -> str:
-    value: str = call.request.path_params[name]
-    if len(value) > MAX_ID_LENGTH:
-        raise NotFound(f"no such {name.removesuffix('_id')}", {name: value[:MAX_ID_LENGTH]})
-    return value
-
-
 # --- operations ------------------------------------------------------------------------------
 
 
@@ -267,7 +259,7 @@ def register(api: Api, ctx: ApiContext) -> None:
     available = configured(ctx.settings)
 
     async def create(call: Call) -> Response:
-        appointment_id = _path(call, "appointment_id")
+        appointment_id = call.path_id("appointment_id")
         raw = await call.json()
         body = NEW_INVITATION.validate(raw)
         channel = None if body.get("channel") is None else ContactChannel(body["channel"])
@@ -292,13 +284,13 @@ def register(api: Api, ctx: ApiContext) -> None:
         params = query(call.request.query_params, PAGE)
         limit: int = params.get("limit", DEFAULT_PAGE)
         offset: int = params.get("offset", 0)
-        appointment = await appointments.get(_path(call, "appointment_id"))
+        appointment = await appointments.get(call.path_id("appointment_id"))
         page, total = await outbox.of_appointment(appointment.id, offset=offset, limit=limit)
         data = [invitation_data(i) for i in page]
         return paged(call, data, limit=limit, offset=offset, total=total)
 
     async def get(call: Call) -> Response:
-        invitation_id = _path(call, "invitation_id")
+        invitation_id = call.path_id("invitation_id")
         invitation = await outbox.get(invitation_id)
         if invitation is None:
             raise NotFound(f"no invitation {invitation_id}", {"invitation_id": invitation_id})

@@ -34,7 +34,7 @@ from rooms.ids import AppointmentId
 from rooms.roles import Role
 from signalling.api.context import ApiContext
 from signalling.api.envelope import Call, paged
-from signalling.api.errors import NotFound, ValidationFailed
+from signalling.api.errors import ValidationFailed
 from signalling.api.links import Link, LinkKind, Links, RoomKind, RoomRecord
 from signalling.api.registry import Api, Operation
 from signalling.api.schema import (
@@ -318,14 +318,6 @@ def _name(value: str | None) -> str | None:
         raise _refuse("name", "format", exc.message) from None
 
 
-def _path(call: Call, name: str) -> str:
-    """A path parameter naming a stored resource; longer than any id: nothing to find."""
-    value: str = call.request.path_params[name]
-    if len(value) > MAX_ID_LENGTH:
-        raise NotFound(f"no such {name.removesuffix('_id')}", {name: value[:MAX_ID_LENGTH]})
-    return value
-
-
 # --- operations ------------------------------------------------------------------------------
 
 
@@ -345,7 +337,7 @@ def register(api: Api, ctx: ApiContext) -> None:
         return call.ok(room_data(room), status=201)
 
     async def get_room(call: Call) -> Response:
-        return call.ok(room_data(await links.room(_path(call, "room_id"))))
+        return call.ok(room_data(await links.room(call.path_id("room_id"))))
 
     async def clinician_room(call: Call) -> Response:
         clinician = _ident("clinician_id", call.request.path_params["clinician_id"])
@@ -354,7 +346,7 @@ def register(api: Api, ctx: ApiContext) -> None:
 
     async def create_link(call: Call) -> Response:
         body = NEW_LINK.validate(await call.json())
-        room = await links.room(_path(call, "room_id"))
+        room = await links.room(call.path_id("room_id"))
         kind = LinkKind(body["kind"])
         patient = _ident("patient_id", body.get("patient_id"))
         name = _name(body.get("name"))
@@ -393,23 +385,23 @@ def register(api: Api, ctx: ApiContext) -> None:
         params = query(call.request.query_params, PAGE)
         limit: int = params.get("limit", DEFAULT_PAGE)
         offset: int = params.get("offset", 0)
-        room = await links.room(_path(call, "room_id"))
+        room = await links.room(call.path_id("room_id"))
         every = await links.of_room(room.id)
         now = ctx.clock()
         page = [link_data(link, now) for link in every[offset : offset + limit]]
         return paged(call, page, limit=limit, offset=offset, total=len(every))
 
     async def get_link(call: Call) -> Response:
-        link = await links.get(_path(call, "link_id"))
+        link = await links.get(call.path_id("link_id"))
         return call.ok(link_data(link, ctx.clock()))
 
     async def revoke_link(call: Call) -> Response:
-        link = await links.revoke(_path(call, "link_id"))
+        link = await links.revoke(call.path_id("link_id"))
         return call.ok(link_data(link, ctx.clock()))
 
     async def regenerate_link(call: Call) -> Response:
         body = REGENERATE.validate(await call.json())
-        old = await links.get(_path(call, "link_id"))
+        old = await links.get(call.path_id("link_id"))
         lifetime = body.get("expires_in")
         if lifetime is None:
             # The same lifetime as the old link, within the bounds a request may ask for
