@@ -6,7 +6,8 @@ Messages for the client go out through `ClientSocket.write`, which never waits: 
 the transport when it can take them, else into a bounded backlog; a client that lets
 ``limits.outbox`` messages pile up is cut off at once (close 4429, best effort) and detached.
 A client that sends nothing for ``idle_timeout`` is closed (4412) by a timer that is re-armed
-lazily, so a frame costs one timestamp, not a timeout context.
+lazily, so a frame costs one timestamp, not a timeout context; a check that runs late
+(the loop was stalled) looks again after the reader's turn instead of closing.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ CLOSE_IDLE = 4412
 CLOSE_NOT_OPEN = 4410
 CLOSE_SLOW = 4429
 CLOSE_TRY_AGAIN = 1013
+IDLE_LATE = 0.05  # seconds: an idle check that runs later than this saw a stalled loop
 TOKEN_LEEWAY = 5.0  # seconds of clock skew tolerated between the link's issuer and us
 
 Handled = (SignallingError, AdmissionError, RoomError)
@@ -180,9 +182,14 @@ class Connection:
 
     def _check_idle(self) -> None:
         loop = asyncio.get_running_loop()
-        due = self._seen + self.limits.idle_timeout
-        if loop.time() < due:
+        now, due = loop.time(), self._seen + self.limits.idle_timeout
+        if now < due:
             self._idle = loop.call_at(due, self._check_idle)
+        elif self._idle is not None and now - self._idle.when() > IDLE_LATE:
+            # This check ran late: the loop was stalled (GC, a burst of work), and a frame
+            # that arrived meanwhile is read only after timers like this one have run.
+            # Look again once the reader has had its turn; a late check closes nobody.
+            self._idle = loop.call_later(IDLE_LATE, self._check_idle)
         else:
             self.close(CLOSE_IDLE, "no message within the idle timeout")
 

@@ -18,6 +18,7 @@ import contextlib
 import json
 import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -680,6 +681,22 @@ async def test_a_client_that_talks_is_not_closed_as_idle(serve: Serve) -> None:
         await patient.ping()
         await patient.expect("pong")
     assert await patient.closed() == 4412  # then silent: closed
+
+
+async def test_a_stalled_loop_does_not_close_a_client_whose_frame_arrived_in_time(
+    serve: Serve,
+) -> None:
+    """Regression (a CI flake): after the loop stalled past the idle deadline, the idle timer
+    ran before the reader had read the ping that had arrived in time, and closed it 4412."""
+    node = await serve(idle_timeout=0.3)
+    patient = await node.connect(room=ROOM, token=patient_token(node), heartbeat=False)
+    await still_open(patient)
+    await asyncio.sleep(0.2)
+    await patient.ping()  # in the server's socket now, 0.1 s before the deadline
+    # The server runs on this loop: block it past the deadline, as a GC pause would.
+    time.sleep(0.4)  # noqa: ASYNC251
+    await patient.expect("pong")
+    await still_open(patient)
 
 
 @BOTH_WRITE_PATHS
