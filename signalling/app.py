@@ -42,6 +42,7 @@ from signalling.settings import Settings
 
 log = logging.getLogger("vestibule.signalling.app")
 REDIS_MAX_CONNECTIONS = 256  # per node; redis-server allows 10,000 clients
+LEAVE_TIMEOUT = 1.0  # seconds a stopping node tries to remove itself; else it is reaped
 REDIS_POOL_WAIT = 10.0  # seconds a command waits for a pooled connection before failing
 
 
@@ -83,7 +84,15 @@ def create_app(
 
     async def signalling(scope: Scope, receive: Receive, send: Send) -> None:
         socket = ClientSocket(receive, send, backlog=settings.limits.outbox)
-        await Connection(socket, hub, settings, clock).run()
+        connection = Connection(socket, hub, settings, clock)
+        try:
+            await connection.run()
+        except asyncio.CancelledError:
+            # Only uvicorn cancels a connection's task: when a stopping node's grace for
+            # its connections is over (Redis slow or frozen). The departure may be left
+            # unrecorded; the other nodes reap this node's participants once its
+            # heartbeat is stale. The task ends here, quietly: a stop is not a crash.
+            log.warning("stopped before %s had left %s", connection.pid, connection.room_id)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "node": node_id})
@@ -156,8 +165,9 @@ def create_app(
             # Then whatever they started in the background, so that no command is left
             # half-way on a connection when Redis is closed (its socket would leak).
             await _stop(hub.pending() + bus.pending())
-            with contextlib.suppress(RedisError, OSError):
-                await bus.leave()
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(LEAVE_TIMEOUT):  # a frozen Redis never answers
+                    await bus.leave()
             await redis.aclose()
 
     api = build_api(ctx)

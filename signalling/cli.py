@@ -90,6 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
     tune_gc()
     try:
@@ -98,6 +99,12 @@ def _serve(args: argparse.Namespace) -> int:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+# Seconds a stopping node (SIGTERM) gives its connections to finish recording their
+# departures after it closed their sockets (1012), before it cancels them: a connection stuck
+# on an unreachable Redis must not keep the node from exiting.
+SHUTDOWN_GRACE = 2  # uvicorn takes whole seconds
 
 
 # The cyclic collector's pauses grow with the number of live objects: at thousands of

@@ -12,6 +12,8 @@ import http.client
 import json
 import re
 import secrets
+import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -501,3 +503,30 @@ async def test_serve_keeps_the_waiting_room_across_its_restart(tmp_path: Path) -
         for server in (first, second):
             await asyncio.to_thread(server.stop)
     second.check()
+
+
+async def test_a_node_exits_on_sigterm_while_redis_hangs(
+    nodes: Nodes, redis_server: RedisProcess
+) -> None:
+    """A stopping node whose Redis answers nothing (frozen, not gone: no error comes before
+    the client's 10 s socket timeout, per command) still exits, and cleanly: its connections
+    get a bounded time to record their departures, and so does its own clean-up."""
+    [a] = nodes(1)
+    room = new_room()
+    async with AsyncExitStack() as stack:
+        patient = await join(stack, a, room, Role.PATIENT)
+        await patient.expect("waiting", timeout=T)
+        assert redis_server.process is not None
+        assert a.process is not None
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            a.process.send_signal(signal.SIGTERM)
+            # Bounded by the node's 2 s grace and 1 s for its own clean-up; a node that
+            # waited on Redis would still be running when two socket timeouts were up.
+            await asyncio.to_thread(a.process.wait, 2 * OUTAGE_T)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the node did not exit on SIGTERM while Redis hung:\n{a.log()}")
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        assert await patient.closed() == 1012
+    assert "stopped before" in a.log()  # the connection was ended by the grace, quietly
