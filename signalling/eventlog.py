@@ -17,7 +17,7 @@ as the append (the projector's change note, `signalling.projector.queue_change`)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -147,20 +147,6 @@ class EventLog:
             if len(page) < PAGE:
                 return out
             start = out[-1][0]
-
-    async def tail(
-        self, positions: Mapping[RoomId, StreamId], block_ms: int
-    ) -> list[tuple[RoomId, StreamId, Event]]:
-        """Wait up to ``block_ms`` for events after the given positions (XREAD BLOCK)."""
-        if not positions:
-            return []
-        streams: dict[Any, Any] = {events_key(room): pos for room, pos in positions.items()}
-        reply: Any = await self.redis.xread(streams, count=PAGE, block=block_ms)
-        out: list[tuple[RoomId, StreamId, Event]] = []
-        for key, entries in reply or []:
-            room = RoomId(_text(key).split("{", 1)[1].rsplit("}", 1)[0])
-            out += [(room, _text(i), decode(fields[b"e"])) for i, fields in entries]
-        return out
 
 
 def _text(value: bytes | str) -> str:

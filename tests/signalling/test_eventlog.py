@@ -79,16 +79,6 @@ async def test_read_pages_through_long_streams(redis: Redis) -> None:
     assert [e.at for _, e in events] == [float(i) for i in range(1500)]
 
 
-async def test_tail_returns_new_events_of_watched_rooms(redis: Redis) -> None:
-    log = EventLog(redis)
-    other = RoomId("r2")
-    waiter = asyncio.create_task(log.tail({ROOM: EMPTY, other: EMPTY}, block_ms=5000))
-    await asyncio.sleep(0.05)
-    ids = await log.append(other, EMPTY, [arrived(3.0)])
-    assert await asyncio.wait_for(waiter, 5) == [(other, ids[0], arrived(3.0))]
-    assert await log.tail({}, block_ms=10) == []
-
-
 async def test_acknowledged_events_survive_a_redis_crash(redis_server: RedisProcess) -> None:
     client = Redis.from_url(redis_server.url)
     ids = await EventLog(client).append(ROOM, EMPTY, [arrived(1.0), knocked(2.0)])
