@@ -51,17 +51,10 @@ CandidateInit = dict[str, Any]  # RTCIceCandidateInit: candidate, sdpMid, sdpMLi
 _POLL = 3600.0  # the pump's wait for a message; it just waits again after it
 
 
-class CallError(Exception):
+class CallError(ClientError):
     """The call could not be set up: the server refused one of its messages (``reply`` is
-    the server's error), or the remote peer's description could not be used."""
-
-    def __init__(self, message: str, reply: Message | None = None) -> None:
-        super().__init__(message)
-        self.reply = reply
-
-    @property
-    def code(self) -> str | None:
-        return None if self.reply is None else self.reply.get("code")
+    the server's error), the connection ended, or the remote peer's description could not
+    be used."""
 
 
 def configuration(ice_servers: Iterable[Mapping[str, Any]]) -> Any:
