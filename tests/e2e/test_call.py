@@ -7,30 +7,19 @@ with a deadline.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
-from aiortc.contrib.media import MediaPlayer
 
 from rooms.roles import Role
 from signalling.client import Client
 from signalling.rtc import CallError, CallPeer, split_candidates
 from signalling.wire import Message
+from tests.e2e.support import T, audio_frames, ids, media, new_room
 from tests.support import token
-
-T = 5.0  # seconds any one step may take
-
-
-def new_room() -> str:
-    return "room-" + secrets.token_hex(4)
-
-
-def ids(entries: list[dict[str, Any]]) -> list[str]:
-    return [entry["participant_id"] for entry in entries]
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = T) -> None:
@@ -51,22 +40,6 @@ async def join(stack: AsyncExitStack, url: str, room: str, role: Role, **claims:
     )
     stack.push_async_callback(client.close)
     return client
-
-
-def media(stack: AsyncExitStack, source: str) -> Any:
-    """A lavfi MediaPlayer whose tracks are stopped (and its thread ended) with ``stack``."""
-    player = MediaPlayer(source, format="lavfi")
-    for track in (player.audio, player.video):
-        if track is not None:
-            stack.callback(track.stop)
-    return player
-
-
-async def audio_frames(peer: CallPeer, count: int) -> list[Any]:
-    """The next ``count`` decoded frames of the audio the other side sends."""
-    track = peer.remote_track("audio")
-    async with asyncio.timeout(T):
-        return [await track.recv() for _ in range(count)]
 
 
 def expect_trickled(receiver: CallPeer, sender: CallPeer) -> None:

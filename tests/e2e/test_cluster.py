@@ -11,7 +11,6 @@ import asyncio
 import http.client
 import json
 import re
-import secrets
 import signal
 import subprocess
 import time
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiortc.contrib.media import MediaPlayer
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
@@ -35,9 +33,9 @@ from signalling.redis_server import MAX_UNIX_PATH, RedisProcess
 from signalling.rtc import CallPeer
 from signalling.wire import Message
 from tests.e2e.conftest import Nodes, ServerProcess
+from tests.e2e.support import T, audio_frames, ids, media, new_room
 from tests.support import free_port, token
 
-T = 5.0  # seconds any one ordinary step may take
 # While Redis is down a node's command fails at once (connection refused), but at worst
 # only after its Redis client's socket timeout (10 s): allow steps in an outage that long.
 OUTAGE_T = 15.0
@@ -56,14 +54,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
     server.start()
     yield server
     server.stop()
-
-
-def new_room() -> str:
-    return "room-" + secrets.token_hex(4)
-
-
-def ids(entries: list[dict[str, Any]]) -> list[str]:
-    return [entry["participant_id"] for entry in entries]
 
 
 def join_token(room: str, role: Role, **claims: Any) -> str:
@@ -131,21 +121,6 @@ async def readiness(servers: list[ServerProcess], status: int, timeout: float) -
         return all(code == status for code, _ in got)
 
     return await poll(all_say, f"/readyz answering {status} on every node", timeout)
-
-
-def media(stack: AsyncExitStack, source: str) -> Any:
-    """A lavfi MediaPlayer whose tracks are stopped with ``stack``."""
-    player = MediaPlayer(source, format="lavfi")
-    for track in (player.audio, player.video):
-        if track is not None:
-            stack.callback(track.stop)
-    return player
-
-
-async def audio_frames(peer: CallPeer, count: int) -> list[Any]:
-    track = peer.remote_track("audio")
-    async with asyncio.timeout(T):
-        return [await track.recv() for _ in range(count)]
 
 
 def kinds_of(events: list[Event], pid: str) -> list[EventKind]:
