@@ -10,7 +10,6 @@ collected fold back into the same room.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
 
 import pytest
 
@@ -25,57 +24,38 @@ from admission.errors import (
 )
 from admission.policy import MAX_NAME_LENGTH, Decision, decide, display_name
 from rooms import (
-    AppointmentId,
     Event,
     EventKind,
     ExitCause,
     InvalidState,
-    Participant,
     ParticipantId,
     Role,
     Room,
     RoomError,
     RoomId,
-    Session,
     SessionId,
     SessionNotStarted,
     Stage,
     UnknownParticipant,
     WaitReason,
 )
-
-K = EventKind
-ROOM_ID = RoomId("r_1")
-HOST = ParticipantId("p_host")
-A = ParticipantId("p_a")  # booked patient
-B = ParticipantId("p_b")  # booked patient
-C = ParticipantId("p_c")  # guest
-D = ParticipantId("p_d")  # guest
-E = ParticipantId("p_e")  # guest
-NOBODY = ParticipantId("p_nobody")
-S1 = SessionId("s_1")
-S2 = SessionId("s_2")
-APPT = AppointmentId("apt_1")
-GRACE = 30.0
-
-State = tuple[int, dict[ParticipantId, Participant], list[ParticipantId], Session | None]
-Err = TypeVar("Err", RoomError, AdmissionError)
-
-
-def state(room: Room) -> State:
-    return room.version, dict(room.participants), [p.id for p in room.waiting()], room.session
-
-
-def assert_rejected(room: Room, error: type[Err], code: str, command: Callable[[], object]) -> Err:
-    """Run a command that must raise exactly ``error`` with ``code`` and change nothing."""
-    before = state(room)
-    with pytest.raises(error) as info:
-        command()
-    assert type(info.value) is error
-    assert info.value.code == code
-    assert str(info.value) == info.value.message
-    assert state(room) == before
-    return info.value
+from tests.rooms.support import (
+    APPT,
+    GRACE,
+    HOST,
+    NOBODY,
+    ROOM_ID,
+    S1,
+    S2,
+    A,
+    B,
+    C,
+    D,
+    E,
+    K,
+    assert_rejected,
+    state,
+)
 
 
 def assert_folds(room: Room, log: list[Event]) -> None:

@@ -13,21 +13,13 @@ from types import MappingProxyType
 import pytest
 
 from rooms import (
-    AppointmentId,
     Event,
     EventKind,
     ExitCause,
-    ParticipantId,
     Role,
-    SessionId,
     WaitReason,
 )
-
-K = EventKind
-HOST = ParticipantId("p_host")
-A = ParticipantId("p_a")
-S1 = SessionId("s_1")
-APPT = AppointmentId("apt_1")
+from tests.rooms.support import APPT, HOST, S1, A, K
 
 # One event of every kind, each with the fields its command sets.
 EXAMPLES: dict[EventKind, Event] = {

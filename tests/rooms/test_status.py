@@ -14,22 +14,14 @@ from rooms import (
     ParticipantId,
     Role,
     Room,
-    RoomId,
     SessionId,
     call_status,
 )
-
-HOST = ParticipantId("p_host")
-A = ParticipantId("p_a")
-B = ParticipantId("p_b")
-C = ParticipantId("p_c")
-S1 = SessionId("s_1")
-APPT = AppointmentId("apt_1")
-GRACE = 30.0
+from tests.rooms.support import APPT, GRACE, HOST, ROOM_ID, S1, A, B, C
 
 
 def room_with_host() -> Room:
-    room = Room(RoomId("r_1"))
+    room = Room(ROOM_ID)
     room.arrive(HOST, Role.HOST, name="Dr Lee", subject=None, now=0.0)
     return room
 
@@ -57,7 +49,7 @@ def test_status_values_are_stable() -> None:
 
 
 def test_ready_when_the_room_is_empty() -> None:
-    room = Room(RoomId("r_1"))
+    room = Room(ROOM_ID)
     assert call_status(room) is CallStatus.READY
     assert call_status(room, window_closed=False) is CallStatus.READY
 
@@ -68,7 +60,7 @@ def test_ready_when_only_the_host_is_here() -> None:
 
 
 def test_expired_when_the_window_closed_without_a_call() -> None:
-    assert call_status(Room(RoomId("r_1")), window_closed=True) is CallStatus.EXPIRED
+    assert call_status(Room(ROOM_ID), window_closed=True) is CallStatus.EXPIRED
     assert call_status(room_with_host(), window_closed=True) is CallStatus.EXPIRED
 
 
