@@ -7,10 +7,13 @@ import asyncio
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
+from rooms.events import EventKind, ExitCause
 from rooms.ids import ParticipantId, RoomId
 from rooms.roles import Role
 from signalling.bus import NODES
+from signalling.eventlog import EventLog
 from signalling.redis_server import RedisProcess
 from tests.signalling.conftest import Serve, eventually
 
@@ -125,3 +128,29 @@ async def test_a_node_taken_for_dead_while_alive_keeps_its_participants(serve: S
     assert pid in room.participants
     await patient.ping()
     await patient.expect("pong")
+
+
+async def test_a_loss_recorded_late_counts_its_grace_from_the_drop(
+    serve: Serve, redis_server: RedisProcess, redis: Redis
+) -> None:
+    node = await serve(sweep_interval=0.05)
+    patient = await node.connect(room=ROOM, token=node.token(ROOM, Role.PATIENT, subject="sam"))
+    await patient.expect("waiting")
+    pid = ParticipantId(patient.participant_id)
+    dropped_at = node.clock.now
+    redis_server.kill()
+    await patient.close()
+    await eventually(lambda: node.hub.unrecorded == 1, what="the loss to be kept for later")
+    node.clock.advance(node.settings.resume_grace + 1.0)  # the outage outlasts the grace
+    redis_server.start()
+
+    def removed() -> bool:
+        room = node.hub.peek(RoomId(ROOM))
+        return room is None or pid not in room.participants
+
+    await eventually(removed, what="the participant to be removed", timeout=15.0)
+    mine = [e for _, e in await EventLog(redis).read(RoomId(ROOM)) if e.participant == pid]
+    [lost] = [e for e in mine if e.kind is EventKind.DISCONNECTED]
+    [departed] = [e for e in mine if e.kind is EventKind.DEPARTED]
+    assert lost.at == dropped_at  # recorded late, dated when the socket dropped
+    assert departed.cause is ExitCause.TIMED_OUT
