@@ -14,10 +14,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -37,13 +33,12 @@ from signalling.client_socket import ClientSocket
 from signalling.connection import Connection
 from signalling.hub import Hub
 from signalling.projector import Projector
+from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import RedisProcess
 from signalling.settings import Settings
 
 log = logging.getLogger("vestibule.signalling.app")
-REDIS_MAX_CONNECTIONS = 256  # per node; redis-server allows 10,000 clients
 LEAVE_TIMEOUT = 1.0  # seconds a stopping node tries to remove itself; else it is reaped
-REDIS_POOL_WAIT = 10.0  # seconds a command waits for a pooled connection before failing
 
 
 def create_app(
@@ -58,24 +53,7 @@ def create_app(
     url = redis_url or settings.redis_url
     if url is None:
         raise ValueError("no Redis: pass redis_url or run `vestibule serve`, which embeds one")
-    # One immediate retry on a broken connection: after a Redis restart every pooled
-    # connection is dead, and without it the first command on each failed (`unavailable`)
-    # although Redis was back. Retrying is safe: a retried compare-and-append that had
-    # gone through comes back as a conflict, never as a duplicate; the rest is idempotent
-    # or transient.
-    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-    # A blocking pool: in a connect storm (bench/: 100 hellos in flight) the default pool
-    # (at most 100 connections, then MaxConnectionsError) refused hellos as `unavailable`
-    # and lost disconnect records; here a command waits briefly for a free connection.
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=REDIS_MAX_CONNECTIONS,
-        timeout=REDIS_POOL_WAIT,
-        socket_timeout=10.0,
-        socket_connect_timeout=2.0,
-        retry=retry,
-    )
-    redis = Redis.from_pool(pool)
+    redis = connect_redis(url)
     node_id = new_node_id()
     bus = Bus(redis, node_id, clock)
     hub = Hub(redis, bus, clock)

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator, Sequence
 
 import uvicorn
-from redis.asyncio import Redis
 
 from admission.tokens import JoinClaims, encode_join, new_token_id
 from rooms.ids import AppointmentId, RoomId
@@ -21,6 +20,7 @@ from rooms.roles import Role
 from signalling.api.errors import NotFound
 from signalling.api.keys import ApiKeys
 from signalling.app import create_app
+from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import RedisProcess
 from signalling.settings import ConfigError, Settings
 
@@ -124,7 +124,7 @@ def tune_gc() -> None:
 async def _keys(args: argparse.Namespace) -> int:
     settings = Settings.from_env(**({"data_dir": args.data_dir} if args.data_dir else {}))
     with _redis_url(settings) as url:
-        redis = Redis.from_url(url)
+        redis = connect_redis(url)
         try:
             store = ApiKeys(redis)
             if args.keys_command == "create":

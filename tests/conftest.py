@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import RedisProcess
 from tests.support import free_port
 
@@ -23,6 +24,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
 
 @pytest.fixture
 async def redis(redis_server: RedisProcess) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url)
+    client = connect_redis(redis_server.url)  # as a node connects
     yield client
     await client.aclose()

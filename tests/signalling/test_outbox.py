@@ -261,7 +261,9 @@ async def test_the_worker_rides_out_a_redis_restart(
 
 
 async def eventually_sent(world: World, invitation: Invitation) -> None:
-    for _ in range(500):
+    """Wait until the invitation is sent: at least 15 s, ample for a worker backing off
+    from an outage (at most 2 s between tries)."""
+    for _ in range(1500):
         with contextlib.suppress(RedisError):
             if (await world.get(invitation)).status is InvitationStatus.SENT:
                 return
