@@ -357,6 +357,7 @@ class Connection:
             window.check(now)
         name = policy.display_name(claims.role, known_name, message.get("name"))
         self.room_id, self.pid, self.claims, self.window = room_id, pid, claims, window
+        self.view.appointment, self.view.window = claims.appointment, window
 
         connection = self.connection_id
 

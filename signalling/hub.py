@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from admission.policy import check_signal
-from admission.window import JoinWindow, WindowState
+from admission.window import JoinWindow
 from rooms.events import Event, EventKind, ExitCause
 from rooms.ids import AppointmentId, ParticipantId, RoomId
 from rooms.room import Room
@@ -82,8 +82,6 @@ class _Entry:
     room: Room
     last_id: StreamId = EMPTY
     peers: dict[ParticipantId, Peer] = field(default_factory=dict)
-    window: JoinWindow | None = None
-    appointment: AppointmentId | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     loaded: bool = False
     busy: int = 0  # joins and departures under way: the entry stays until they finish
@@ -272,10 +270,6 @@ class Hub:
         previous: list[Peer] = []
 
         def attach() -> tuple[ParticipantId, Peer]:
-            if window is not None:
-                entry.window = window
-            if appointment is not None:
-                entry.appointment = appointment
             old = entry.peers.get(pid)
             if old is not None and old is not peer:
                 previous.append(old)
@@ -634,12 +628,7 @@ class Hub:
             peer.deliver(message)
 
     def _snapshot(self, entry: _Entry) -> Snapshot:
-        closed = entry.window is not None and (
-            entry.window.state(self.clock()) is WindowState.CLOSED
-        )
-        return Snapshot(
-            entry.room, appointment=entry.appointment, window_closed=closed, shared=entry.shared
-        )
+        return Snapshot(entry.room, now=self.clock(), shared=entry.shared)
 
 
 def _connected(feed: PubSub) -> bool:

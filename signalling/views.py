@@ -23,20 +23,24 @@ from functools import cached_property
 from typing import Any
 
 from admission.policy import Decision, decide
+from admission.window import JoinWindow, WindowState
 from rooms.events import Event, EventKind, ExitCause
 from rooms.ids import AppointmentId, ParticipantId
 from rooms.participants import Participant, Stage
 from rooms.roles import Role
 from rooms.room import Room
-from rooms.status import CallStatus, call_status
+from rooms.status import call_status
 from signalling.wire import Codec, Message
 
 
 @dataclass(slots=True)
 class View:
-    """What one connection was last told of each kind of state."""
+    """What one connection was last told of each kind of state, and the appointment its
+    join token is for (with its join window), which its call status is worked out for."""
 
     sent: dict[str, object] = field(default_factory=dict)
+    appointment: AppointmentId | None = None
+    window: JoinWindow | None = None
 
 
 class Shared(dict[str, Any]):
@@ -66,25 +70,27 @@ class Snapshot:
     ``shared`` holds the shared messages built for the room's previous change (and is
     updated): a payload that has not changed is reused as the same object."""
 
-    def __init__(
-        self,
-        room: Room,
-        *,
-        appointment: AppointmentId | None,
-        window_closed: bool,
-        shared: dict[str, Shared] | None = None,
-    ) -> None:
+    def __init__(self, room: Room, *, now: float, shared: dict[str, Shared] | None = None) -> None:
         self.room = room
-        self.appointment = appointment
-        self.window_closed = window_closed
+        self.now = now
         self.shared: dict[str, Shared] = {} if shared is None else shared
         self._lobby: dict[Role, Shared] = {}
+        self._status: dict[tuple[AppointmentId | None, bool], Shared] = {}
 
-    @cached_property
-    def status(self) -> CallStatus:
-        return call_status(
-            self.room, appointment=self.appointment, window_closed=self.window_closed
-        )
+    def status_message(self, view: View) -> Shared:
+        """The ``status`` message for ``view``'s appointment, built once per appointment:
+        one room holds the people of several appointments (the clinician's persistent
+        room), and whether the call has ended, or the window closed, depends on which."""
+        closed = view.window is not None and view.window.state(self.now) is WindowState.CLOSED
+        key = (view.appointment, closed)
+        message = self._status.get(key)
+        if message is None:
+            status = call_status(self.room, appointment=view.appointment, window_closed=closed)
+            message = self._status[key] = self._reuse(
+                f"status {view.appointment} {closed}",
+                {"type": "status", "call_status": status.value},
+            )
+        return message
 
     @cached_property
     def roster(self) -> list[dict[str, object]]:
@@ -107,10 +113,6 @@ class Snapshot:
     def positions(self) -> dict[ParticipantId, int]:
         """Places in the waiting room, from 1."""
         return {p.id: i for i, p in enumerate(self.room.waiting(), start=1)}
-
-    @cached_property
-    def status_message(self) -> Shared:
-        return self._reuse("status", {"type": "status", "call_status": self.status.value})
 
     @cached_property
     def roster_message(self) -> Shared:
@@ -200,7 +202,7 @@ def updates(view: View, pid: ParticipantId, snapshot: Snapshot) -> list[Message]
     sees_call = participant.is_host or participant.stage is Stage.IN_CALL
     out: list[Message] = []
     sent = view.sent
-    _update(sent, out, "status", snapshot.status_message)
+    _update(sent, out, "status", snapshot.status_message(view))
     _update(sent, out, "waiting", snapshot.waiting(participant))
     _update(sent, out, "roster", snapshot.roster_message if sees_call else None)
     _update(

@@ -982,3 +982,28 @@ async def test_call_status_is_expired_once_the_window_closed_without_a_call(
     reply, code = await refused(node, patient_token(node, starts_at=start, ends_at=end))
     check_error(reply, "room_closed")
     assert code == 4410
+
+
+async def test_status_pushes_are_for_each_participants_own_appointment(node: Node) -> None:
+    """The clinician's persistent room holds the people of several appointments. The status
+    pushed after a change is worked out for each receiver's own appointment, as in its
+    welcome: it was once worked out for the appointment of whoever joined the node last."""
+    start = EPOCH + 600.0
+    first, second = (start, start + 1800.0), (start + 1800.0, start + 3600.0)
+    host = await node.connect(
+        room=ROOM,
+        token=host_token(node, appointment="apt_1", starts_at=first[0], ends_at=first[1]),
+    )
+    await host.start()
+    await host.expect("admitted")
+    # The next appointment's patient comes early, is let in, and goes again.
+    node.clock.now = second[0] - 600.0  # its join window opens
+    early = patient_token(node, "kim", appointment="apt_2", starts_at=second[0], ends_at=second[1])
+    patient = await node.connect(room=ROOM, token=early)
+    await patient.expect("admitted")
+    await patient.leave()
+    assert await patient.closed() == 1000
+    await host.end()
+    # The call of apt_1 has ended; for apt_2 the room would be ready.
+    status = await host.expect("status", where=lambda m: m["call_status"] in ("ended", "ready"))
+    assert status["call_status"] == "ended"

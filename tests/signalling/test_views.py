@@ -24,10 +24,10 @@ def room() -> Room:
 def test_unchanged_payloads_are_the_same_object_and_sent_once() -> None:
     shared: dict[str, Shared] = {}
     r, host = room(), View()
-    first = Snapshot(r, appointment=None, window_closed=False, shared=shared)
+    first = Snapshot(r, now=5.0, shared=shared)
     sent = updates(host, H, first)
     assert [m["type"] for m in sent] == ["status", "roster", "waiting_list"]
-    second = Snapshot(r, appointment=None, window_closed=False, shared=shared)
+    second = Snapshot(r, now=5.0, shared=shared)
     assert second.waiting_list_message is first.waiting_list_message
     assert updates(host, H, second) == []
     guest = View()
