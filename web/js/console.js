@@ -5,12 +5,11 @@
 // with an API key, today's appointments (appointments.js).
 
 import { Appointments } from "./appointments.js";
-import { history } from "./mesh.js";
-import { CallView, roleLabel } from "./callview.js";
+import { roleLabel } from "./callview.js";
 import { readLink } from "./link.js";
-import { Local, placeDevices } from "./local.js";
-import { Signal } from "./signal.js";
-import { $, announce, el, localTime, relative, showScreen, toast } from "./ui.js";
+import { Local } from "./local.js";
+import { connectCall, exposeForTests, screens } from "./page.js";
+import { $, announce, el, localTime, relative, toast } from "./ui.js";
 
 const TITLE = document.title;
 const link = readLink("console");
@@ -36,25 +35,7 @@ const state = {
 const lastSessionKey = `${link.storageKey}:session`;
 let signal = null;
 let call = null;
-
-function go(screen) {
-  state.screen = screen;
-  const shown = showScreen(screen);
-  placeDevices(shown);
-  return shown;
-}
-
-function message(title, paragraphs, action = null) {
-  $("#message-title").textContent = title;
-  $("#message-body").replaceChildren(...paragraphs.map((p) => (typeof p === "string" ? el("p", {}, p) : p)));
-  const button = $("#message-action");
-  button.hidden = !action;
-  if (action) {
-    button.textContent = action.label;
-    button.onclick = action.onClick;
-  }
-  go("message");
-}
+const { go, message, setBanner } = screens(state);
 
 // -- call status ------------------------------------------------------------------------
 
@@ -381,14 +362,6 @@ function onMessage(m) {
       state.waiting = m.entries;
       renderWaiting();
       break;
-    case "offer":
-    case "answer":
-    case "candidate":
-      call.handle(m);
-      break;
-    case "error":
-      onError(m);
-      break;
     default:
       break;
   }
@@ -459,13 +432,9 @@ function onClosed(reason) {
   }
 }
 
-function setBanner(text) {
-  const banner = $("#connection");
-  const was = !banner.hidden;
-  banner.hidden = !text;
-  banner.textContent = text || "";
-  state.reconnecting = Boolean(text);
-  if (was && !text) announce("Connection restored.");
+function onState({ state: s, attempt }) {
+  if (s === "reconnecting" && attempt > 0) setBanner("Connection lost. Reconnecting…");
+  else if (s === "open") setBanner(null);
 }
 
 // -- start ------------------------------------------------------------------------------
@@ -480,10 +449,6 @@ function wire() {
     signal.leave();
   });
   $("#admit-all").addEventListener("click", () => command({ type: "admit_all" }, "admit everyone"));
-  $("#sound-button").addEventListener("click", () => {
-    call.enableSound();
-    $("#sound-button").hidden = true;
-  });
   const patientLink = link.params.get("patient");
   $("#link-known").hidden = !patientLink;
   $("#link-unknown").hidden = Boolean(patientLink);
@@ -520,54 +485,24 @@ function main() {
     message(title, [text]);
     return;
   }
-  signal = new Signal({ room: link.room, token: link.token, storageKey: link.storageKey });
-  call = new CallView({
-    signal,
+  ({ signal, call } = connectCall({
+    link,
     local,
-    grid: $("#grid"),
-    controls: [
-      { mute: $("#mute-button"), camera: $("#camera-button") },
-      { mute: $("#preview-mute"), camera: $("#preview-camera") },
-    ],
-    onSoundBlocked: () => ($("#sound-button").hidden = false),
-  });
-  local.onSwitch = (kind, track) => call.mesh && call.mesh.replaceTrack(kind, track);
+    on: { welcome: onWelcome, message: onMessage, error: onError, state: onState, refused: unusable, closed: onClosed },
+  }));
   wire();
-  signal.addEventListener("welcome", (e) => onWelcome(e.detail));
-  signal.addEventListener("message", (e) => onMessage(e.detail));
-  signal.addEventListener("state", (e) => {
-    const { state: s, attempt } = e.detail;
-    if (s === "reconnecting" && attempt > 0) setBanner("Connection lost. Reconnecting…");
-    else if (s === "open") setBanner(null);
-  });
-  signal.addEventListener("refused", (e) => unusable(e.detail.code, e.detail.details || {}));
-  signal.addEventListener("closed", (e) => onClosed(e.detail.reason));
   new Appointments($("#appointments"), { copyText }).init();
   // "Arrived … (2 minutes ago)" stays true.
   setInterval(() => state.waiting.length && renderWaiting(), 30000);
   connect();
 }
 
-window.vestibule = {
-  state: () => ({
-    screen: state.screen,
-    stage: state.stage,
-    participantId: state.participantId,
-    callStatus: state.callStatus,
-    sessionId: state.sessionId,
-    roster: state.roster,
-    waiting: state.waiting,
-    notices: state.notices,
-    beeps: state.beeps,
-    audio: audio ? audio.state : null,
-    problem: state.problem,
-    reconnecting: state.reconnecting,
-    connected: Boolean(signal && signal.connected),
-  }),
-  stats: () => (call ? call.stats() : Promise.resolve([])),
-  videos: () => (call ? call.videos() : []),
-  dropConnection: () => signal && signal.drop(),
-  log: () => history.slice(),
-};
+// For tests and support (page.js): what the console is showing and how its media flows.
+exposeForTests(state, () => ({ signal, call }), () => ({
+  sessionId: state.sessionId,
+  notices: state.notices,
+  beeps: state.beeps,
+  audio: audio ? audio.state : null,
+}));
 
 main();

@@ -2,12 +2,10 @@
 // check, the waiting room or "Ask to join", the call, and clear pages when the link cannot
 // be used. Speaks signalling/PROTOCOL.md over one WebSocket.
 
-import { history } from "./mesh.js";
-import { CallView } from "./callview.js";
 import { readLink } from "./link.js";
-import { Local, placeDevices } from "./local.js";
-import { Signal } from "./signal.js";
-import { $, announce, el, localTime, relative, showScreen, toast } from "./ui.js";
+import { Local } from "./local.js";
+import { connectCall, exposeForTests, screens } from "./page.js";
+import { $, announce, el, localTime, relative, toast } from "./ui.js";
 
 const link = readLink("join");
 const local = new Local();
@@ -29,28 +27,15 @@ const state = {
 let signal = null;
 let call = null;
 let retryTimer = null;
-
-function go(screen, options) {
-  state.screen = screen;
-  const shown = showScreen(screen, options);
-  placeDevices(shown);
-  return shown;
-}
+const page = screens(state);
+const { go, setBanner } = page;
 
 // -- the pages for links that cannot be used (and other dead ends) -----------------------
 
+/** The message screen (page.js), with the header's call status cleared: no call is on. */
 function message(title, paragraphs, action = null) {
   $("#call-status").textContent = "";
-  $("#message-title").textContent = title;
-  const body = $("#message-body");
-  body.replaceChildren(...paragraphs.map((p) => (typeof p === "string" ? el("p", {}, p) : p)));
-  const button = $("#message-action");
-  button.hidden = !action;
-  if (action) {
-    button.textContent = action.label;
-    button.onclick = action.onClick;
-  }
-  go("message");
+  page.message(title, paragraphs, action);
 }
 
 const UNUSABLE = {
@@ -276,14 +261,6 @@ function onMessage(m) {
     case "status":
       state.callStatus = m.call_status;
       break;
-    case "offer":
-    case "answer":
-    case "candidate":
-      call.handle(m);
-      break;
-    case "error":
-      onError(m);
-      break;
     default:
       break; // unknown types are ignored (§3)
   }
@@ -337,15 +314,6 @@ function onClosed(reason) {
   }
 }
 
-function setBanner(text) {
-  const banner = $("#connection");
-  const was = !banner.hidden;
-  banner.hidden = !text;
-  banner.textContent = text || "";
-  state.reconnecting = Boolean(text);
-  if (was && !text) announce("Connection restored.");
-}
-
 function onState({ state: s, attempt, delay }) {
   if (s === "reconnecting" && attempt > 0) {
     const seconds = delay ? Math.max(1, Math.round(delay / 1000)) : 0;
@@ -387,33 +355,17 @@ function wireControls() {
   const leave = () => signal.leave();
   $("#lobby-leave").addEventListener("click", leave);
   $("#leave-button").addEventListener("click", leave);
-  $("#sound-button").addEventListener("click", () => {
-    call.enableSound();
-    $("#sound-button").hidden = true;
-  });
 }
 
 function main() {
   if (!("WebSocket" in window) || !("RTCPeerConnection" in window)) return unusable("unsupported");
   if (!link.room || !link.token) return unusable("missing");
-  signal = new Signal({ room: link.room, token: link.token, storageKey: link.storageKey });
-  call = new CallView({
-    signal,
+  ({ signal, call } = connectCall({
+    link,
     local,
-    grid: $("#grid"),
-    controls: [
-      { mute: $("#mute-button"), camera: $("#camera-button") },
-      { mute: $("#preview-mute"), camera: $("#preview-camera") },
-    ],
-    onSoundBlocked: () => ($("#sound-button").hidden = false),
-  });
-  local.onSwitch = (kind, track) => call.mesh && call.mesh.replaceTrack(kind, track);
+    on: { welcome: onWelcome, message: onMessage, error: onError, state: onState, refused: unusable, closed: onClosed },
+  }));
   wireControls();
-  signal.addEventListener("welcome", (e) => onWelcome(e.detail));
-  signal.addEventListener("message", (e) => onMessage(e.detail));
-  signal.addEventListener("state", (e) => onState(e.detail));
-  signal.addEventListener("refused", (e) => unusable(e.detail.code, e.detail.details || {}));
-  signal.addEventListener("closed", (e) => onClosed(e.detail.reason));
   signal.addEventListener("name_required", (e) => {
     go("name", { focus: false });
     local.start().then(() => call.syncControls());
@@ -426,24 +378,7 @@ function main() {
   connect();
 }
 
-// For tests and support: what the page is showing and how its media flows. Holds no token.
-window.vestibule = {
-  state: () => ({
-    screen: state.screen,
-    stage: state.stage,
-    participantId: state.participantId,
-    role: state.role,
-    callStatus: state.callStatus,
-    waiting: state.waiting,
-    roster: state.roster,
-    problem: state.problem,
-    reconnecting: state.reconnecting,
-    connected: Boolean(signal && signal.connected),
-  }),
-  stats: () => (call ? call.stats() : Promise.resolve([])),
-  videos: () => (call ? call.videos() : []),
-  dropConnection: () => signal && signal.drop(),
-  log: () => history.slice(),
-};
+// For tests and support (page.js): what the page is showing and how its media flows.
+exposeForTests(state, () => ({ signal, call }), () => ({ role: state.role }));
 
 main();
