@@ -97,9 +97,9 @@ async def test_append_publishes_its_events_on_the_room_feed(redis: Redis) -> Non
     first = await log.append(ROOM, EMPTY, [arrived(1.0)])
     feed = redis.pubsub()
     await feed.subscribe(feed_channel(ROOM))
-    assert (await feed.get_message(timeout=1.0))["type"] == "subscribe"
+    assert (await feed.get_message(timeout=5.0))["type"] == "subscribe"
     ids = await log.append(ROOM, first[0], [knocked(2.0)])
-    message = await feed.get_message(timeout=1.0)
+    message = await feed.get_message(timeout=5.0)
     previous, published, payloads = parse_feed(message["data"])
     assert (previous, published) == (first[0], ids)
     assert [decode(p) for p in payloads] == [knocked(2.0)]
