@@ -75,16 +75,17 @@ class Snapshot:
         self.now = now
         self.shared: dict[str, Shared] = {} if shared is None else shared
         self._lobby: dict[Role, Shared] = {}
-        self._status: dict[tuple[AppointmentId | None, bool], Shared] = {}
+        self._status: dict[tuple[AppointmentId | None, float | None], Shared] = {}
 
     def status_message(self, view: View) -> Shared:
         """The ``status`` message for ``view``'s appointment, built once per appointment:
         one room holds the people of several appointments (the clinician's persistent
         room), and whether the call has ended, or the window closed, depends on which."""
-        closed = view.window is not None and view.window.state(self.now) is WindowState.CLOSED
-        key = (view.appointment, closed)
+        window = view.window
+        key = (view.appointment, None if window is None else window.closes_at)
         message = self._status.get(key)
         if message is None:
+            closed = window is not None and window.state(self.now) is WindowState.CLOSED
             status = call_status(self.room, appointment=view.appointment, window_closed=closed)
             message = self._status[key] = self._reuse(
                 f"status {view.appointment} {closed}",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from rooms.ids import ParticipantId, RoomId, SessionId
+from admission.window import JoinWindow
+from rooms.ids import AppointmentId, ParticipantId, RoomId, SessionId
 from rooms.roles import Role
 from rooms.room import Room
 from signalling.views import Notices, Shared, Snapshot, View, frame, updates
@@ -52,3 +53,18 @@ def test_a_shared_message_is_encoded_once_per_codec() -> None:
     assert frame(message, Codec.JSON) is frame(message, Codec.JSON)
     assert frame(message, Codec.MSGPACK) == Codec.MSGPACK.encode(message)
     assert frame({"type": "pong"}, Codec.JSON) == '{"type":"pong"}'
+
+
+def test_the_status_is_worked_out_once_per_appointment_and_window() -> None:
+    r = Room(RoomId("r"))
+    r.arrive(H, Role.HOST, name="H", subject=None, now=1.0)
+    r.start(H, session=SessionId("s"), appointment=None, capacity=1, now=1.0)
+    r.end(H, now=2.0)  # the call (for no appointment) has ended; nobody else is here
+    snapshot = Snapshot(r, now=5.0)
+    mine = View()
+    other = View(appointment=AppointmentId("apt_2"))
+    closed = View(appointment=AppointmentId("apt_2"), window=JoinWindow(0.0, 4.5))
+    assert snapshot.status_message(mine) is snapshot.status_message(View())
+    assert snapshot.status_message(mine)["call_status"] == "ended"
+    assert snapshot.status_message(other)["call_status"] == "ready"
+    assert snapshot.status_message(closed)["call_status"] == "expired"
