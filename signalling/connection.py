@@ -31,12 +31,11 @@ from admission.tokens import (
     encode_resume,
     new_token_id,
 )
-from admission.window import JoinWindow, WindowState
+from admission.window import JoinWindow
 from rooms.errors import RoomError
 from rooms.events import Event
 from rooms.ids import ParticipantId, RoomId, SessionId
 from rooms.room import Room
-from rooms.status import call_status
 from signalling.api.links import is_revoked
 from signalling.client_socket import ClientSocket, Frame
 from signalling.errors import (
@@ -52,7 +51,7 @@ from signalling.errors import (
 from signalling.hub import Command, Hub
 from signalling.ice import ice_servers_for
 from signalling.settings import Settings
-from signalling.views import View, frame
+from signalling.views import View, call_status_for, frame
 from signalling.wire import Codec, Message, decode, error
 
 log = logging.getLogger("vestibule.signalling.connection")
@@ -108,7 +107,6 @@ class Connection:
         self.room_id = RoomId("")
         self.pid = ParticipantId("")
         self.claims: JoinClaims | None = None
-        self.window: JoinWindow | None = None
         self._closing: int | None = None  # the close code, once closing
         self._reader: asyncio.Task[object] | None = None
         self._seen = 0.0  # loop time of the last frame from the client
@@ -356,7 +354,7 @@ class Connection:
         if window is not None and not present:
             window.check(now)
         name = policy.display_name(claims.role, known_name, message.get("name"))
-        self.room_id, self.pid, self.claims, self.window = room_id, pid, claims, window
+        self.room_id, self.pid, self.claims = room_id, pid, claims
         self.view.appointment, self.view.window = claims.appointment, window
 
         connection = self.connection_id
@@ -416,8 +414,7 @@ class Connection:
             expires_at=now + settings.resume_ttl,
             token_id=new_token_id(),
         )
-        closed = self.window is not None and self.window.state(now) is WindowState.CLOSED
-        status = call_status(room, appointment=self.claims.appointment, window_closed=closed).value
+        status = call_status_for(room, self.view, now).value
         self.view.sent["status"] = {"type": "status", "call_status": status}
         session = room.active_session
         ice = ice_servers_for(

@@ -29,7 +29,7 @@ from rooms.ids import AppointmentId, ParticipantId
 from rooms.participants import Participant, Stage
 from rooms.roles import Role
 from rooms.room import Room
-from rooms.status import call_status
+from rooms.status import CallStatus, call_status
 from signalling.wire import Codec, Message
 
 
@@ -85,10 +85,9 @@ class Snapshot:
         key = (view.appointment, None if window is None else window.closes_at)
         message = self._status.get(key)
         if message is None:
-            closed = window is not None and window.state(self.now) is WindowState.CLOSED
-            status = call_status(self.room, appointment=view.appointment, window_closed=closed)
+            status = call_status_for(self.room, view, self.now)
             message = self._status[key] = self._reuse(
-                f"status {view.appointment} {closed}",
+                f"status {view.appointment}",
                 {"type": "status", "call_status": status.value},
             )
         return message
@@ -149,6 +148,12 @@ class Snapshot:
             return previous
         message = self.shared[key] = Shared(built)
         return message
+
+
+def call_status_for(room: Room, view: View, now: float) -> CallStatus:
+    """The call status for the appointment (and join window) of ``view``'s token."""
+    closed = view.window is not None and view.window.state(now) is WindowState.CLOSED
+    return call_status(room, appointment=view.appointment, window_closed=closed)
 
 
 def _person(p: Participant) -> dict[str, object]:
