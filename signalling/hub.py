@@ -308,13 +308,7 @@ class Hub:
         self, room_id: RoomId, pid: ParticipantId, connection: str, now: float
     ) -> None:
         await self.bus.unregister(room_id, pid, connection)
-
-        def disconnect(room: Room) -> list[Event]:
-            if pid not in room.participants:
-                return []
-            return room.disconnect(pid, now, connection=connection)
-
-        await self.execute(room_id, disconnect)
+        await self.execute(room_id, _lost(pid, connection, now))
 
     # -- transient messages ---------------------------------------------------------------
 
