@@ -62,13 +62,9 @@ def window_member(room_id: RoomId, appointment: AppointmentId) -> str:
     return f"{room_id}\x00{appointment}"
 
 
-async def note_change(redis: Redis, room_id: RoomId) -> None:
-    """Tell the projector that ``room_id`` has new events."""
-    await redis.xadd(CHANGES, {"r": room_id}, maxlen=CHANGES_MAXLEN, approximate=True)
-
-
 def queue_change(pipe: Pipeline, room_id: RoomId) -> None:
-    """`note_change`, queued on ``pipe`` (`signalling.eventlog.EventLog`'s ``note``)."""
+    """Tell the projector that ``room_id`` has new events: queued on ``pipe``, the append's
+    own (`signalling.eventlog.EventLog`'s ``note``)."""
     pipe.xadd(CHANGES, {"r": room_id}, maxlen=CHANGES_MAXLEN, approximate=True)
 
 
