@@ -480,6 +480,11 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _relay(medians: dict[str, float], sizes: list[int], name: str) -> list[float]:
+    """One relay figure of a configuration at each size (NaN where it is missing)."""
+    return [medians.get(f"relay.{size}.{name}", float("nan")) for size in sizes]
+
+
 def plot(medians: dict[str, dict[str, float]], plan: dict[str, Any], path: Path) -> bool:
     try:
         import matplotlib
@@ -492,26 +497,22 @@ def plot(medians: dict[str, dict[str, float]], plan: dict[str, Any], path: Path)
     figure, (cost, lat) = plt.subplots(1, 2, figsize=(10, 4))
     for config in CONFIGS:
         m = medians.get(config, {})
-        line = cost.plot(
-            sizes,
-            [m.get(f"relay.{s}.cpu_us_per_msg", float("nan")) for s in sizes],
-            "o-",
-            label=LABELS[config],
-        )
-        colour = line[0].get_color()
+        label = LABELS[config]
+        [line] = cost.plot(sizes, _relay(m, sizes, "cpu_us_per_msg"), "o-", label=label)
+        colour = line.get_color()
         lat.plot(
             sizes,
-            [m.get(f"relay.{s}.lat_p99_ms", float("nan")) for s in sizes],
+            _relay(m, sizes, "lat_p99_ms"),
             "o-",
             color=colour,
-            label=f"{LABELS[config]}, 1 msg/s/pair",
+            label=f"{label}, 1 msg/s/pair",
         )
         lat.plot(
             sizes,
-            [m.get(f"relay.{s}.lat50_p99_ms", float("nan")) for s in sizes],
+            _relay(m, sizes, "lat50_p99_ms"),
             "s--",
             color=colour,
-            label=f"{LABELS[config]}, 50% of saturation",
+            label=f"{label}, 50% of saturation",
         )
     cost.set(
         xscale="log",
