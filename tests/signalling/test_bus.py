@@ -18,6 +18,7 @@ from rooms.ids import ParticipantId, RoomId
 from rooms.roles import Role
 from signalling.bus import Bus, channel
 from signalling.client import Client
+from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import RedisProcess
 from signalling.wire import Message
 from tests.signalling.conftest import FakeClock, Node, Serve, eventually
@@ -211,7 +212,7 @@ async def test_sends_in_one_turn_go_out_as_one_publish_per_node(redis: Redis) ->
 
 
 async def test_a_failed_publish_fails_every_sender_of_the_batch() -> None:
-    nowhere = Redis(port=free_port(), socket_connect_timeout=1.0)
+    nowhere = connect_redis(f"redis://127.0.0.1:{free_port()}/0")  # as a node connects
     try:
         bus = bus_on(nowhere)
         to = ParticipantId("p_1")
@@ -280,7 +281,7 @@ async def test_locations_asked_for_together_are_read_in_one_round_trip(
 
 
 async def test_a_failed_lookup_fails_every_caller() -> None:
-    nowhere = Redis(port=free_port(), socket_connect_timeout=1.0)
+    nowhere = connect_redis(f"redis://127.0.0.1:{free_port()}/0")  # as a node connects
     try:
         bus = bus_on(nowhere)
         asked = [bus.locate(R, ParticipantId(f"p_{n}"), "c_1") for n in range(3)]
