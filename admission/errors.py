@@ -18,6 +18,10 @@ The hierarchy::
     │   ├── RoomNotOpenYet              room_not_open        details: opens_at, closes_at
     │   └── RoomClosed                  room_closed          details: closed_at
     ├── Forbidden                       forbidden            "only the host may admit", ...
+    ├── UnknownAppointment              unknown_appointment  start names an appointment
+    │                                                        nobody here has a link for
+    ├── CallInProgress                  call_in_progress     start for another appointment
+    │                                                        while a call is active
     ├── NameRequired                    name_required
     ├── InvalidName                     invalid_name         empty, too long, control chars
     ├── NotInCall                       not_in_call          sender of call set-up not in call
@@ -40,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only; tokens imports this mo
 __all__ = [
     "AdmissionError",
     "BadSignature",
+    "CallInProgress",
     "Forbidden",
     "InvalidName",
     "MalformedToken",
@@ -51,6 +56,7 @@ __all__ = [
     "TokenError",
     "TokenExpired",
     "TokenNotYetValid",
+    "UnknownAppointment",
     "UnknownKey",
     "WindowError",
     "WrongTokenKind",
@@ -172,6 +178,19 @@ class Forbidden(AdmissionError):
     """The participant's role does not allow the action ("only the host may admit")."""
 
     code = "forbidden"
+
+
+class UnknownAppointment(AdmissionError):
+    """``start`` names an appointment that neither the host's link nor the link of anyone
+    in the room is for: the room cannot tell its times or its capacity."""
+
+    code = "unknown_appointment"
+
+
+class CallInProgress(AdmissionError):
+    """``start`` names another appointment than the active call's: end that call first."""
+
+    code = "call_in_progress"
 
 
 class NameRequired(AdmissionError):

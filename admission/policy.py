@@ -1,51 +1,103 @@
-"""Who gets in, when, and who decides (seed 002).
+"""Who gets in, when, and who decides (seeds 001 and 002): the waiting room guards the door.
 
 Each function here checks a rule and changes the room in one synchronous call, so no other
 command can slip in between "is there room?" and "let them in".
 
-The rules:
-- Nobody but the host enters before the host starts the call; early arrivals wait in the
-  waiting room (WAIT_FOR_HOST), and the host sees them.
-- Once the call has started, booked patients join at once; guests (general link) join at
-  once while the call is under its booked capacity, and at capacity must ask to join
-  (ASK_TO_JOIN) and wait for the host to admit or deny them.
-- When the host starts, the waiting room is let in, in arrival order, by the same rule;
-  whoever the rule does not let in stays waiting as an ask.
-- Only the host may start, end, admit, deny or admit all.
-- Only participants in the call exchange call set-up messages, and only with each other.
+A clinician's room is persistent and serves one appointment after another, so every call
+is for one appointment (or for none: an ad-hoc call), and every patient and guest carries
+what their link says of their appointment (`rooms.participants.Booking`). The rules
+(`decide`), for a patient or guest who is not in the call:
+
+- No call is active: it waits in the waiting room (HOST_NOT_STARTED).
+- A call is active but no host is in it (the host left, or its grace ran out): it waits
+  (HOST_AWAY). Nobody enters by the rule without a host present.
+- The call is for another appointment than its link's: it waits (HOST_BUSY, "your clinician
+  is with another patient"); the host sees it in the waiting list and may admit it.
+- Its link has no appointment and the call is for one: it must ask (NOT_BOOKED).
+- The call is its own appointment's (or an ad-hoc call, for a link without one): a booked
+  patient enters whatever the capacity; a guest enters under the booked capacity and must
+  ask at capacity (AT_CAPACITY). A client that confirms its own entry ("Join now") is told
+  it may join (HOST_READY) and enters when it asks.
+
+When the host starts a call, the waiting room, then the connected lobby, is let in by the
+same rule; the others stay where they are. Only the host may start, end, admit, deny or
+admit all. A call ends by itself (`tick`) when its join window closes or when no host has
+been in it for too long, and those in it go back to the waiting room. Only participants in
+the call exchange call set-up messages, and only with each other.
 """
 
 from __future__ import annotations
 
 import enum
 import unicodedata
+from dataclasses import dataclass
 
-from admission.errors import Forbidden, InvalidName, NameRequired, NotInCall, PeerNotAdmitted
-from rooms.events import Event
+from admission.errors import (
+    CallInProgress,
+    Forbidden,
+    InvalidName,
+    NameRequired,
+    NotInCall,
+    PeerNotAdmitted,
+    UnknownAppointment,
+)
+from admission.window import DEFAULT_CLOSES_AFTER
+from rooms.errors import InvalidState
+from rooms.events import Event, ExitCause, WaitReason
 from rooms.ids import AppointmentId, ParticipantId, SessionId
-from rooms.participants import Participant, Stage
+from rooms.participants import NO_BOOKING, Booking, Participant, Session, Stage
 from rooms.roles import Role
 from rooms.room import Room
 
 MAX_NAME_LENGTH = 80
+DEFAULT_HOST_ABSENCE = 180.0  # seconds without a host in the call before it ends by itself
 
 
 class Decision(enum.Enum):
-    """What happens to a patient or guest who is in the room but not in the call."""
+    """What the rule says for a patient or guest who is in the room but not in the call."""
 
-    JOIN_NOW = "join_now"
-    WAIT_FOR_HOST = "wait_for_host"
-    ASK_TO_JOIN = "ask_to_join"
+    JOIN_NOW = "join_now"  # it enters (or, with a Join now client, may enter)
+    ASK_TO_JOIN = "ask_to_join"  # it may ask; the host admits or denies
+    WAIT = "wait"  # it waits in the waiting room
 
 
-def decide(room: Room, role: Role) -> Decision:
-    """The entry decision for a newcomer with ``role`` given the room as it is now."""
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A decision and the reason a participant is told (HOST_READY for JOIN_NOW)."""
+
+    decision: Decision
+    reason: WaitReason
+
+
+_NOT_STARTED = Verdict(Decision.WAIT, WaitReason.HOST_NOT_STARTED)
+_AWAY = Verdict(Decision.WAIT, WaitReason.HOST_AWAY)
+_BUSY = Verdict(Decision.WAIT, WaitReason.HOST_BUSY)
+_NOT_BOOKED = Verdict(Decision.ASK_TO_JOIN, WaitReason.NOT_BOOKED)
+_FULL = Verdict(Decision.ASK_TO_JOIN, WaitReason.AT_CAPACITY)
+_ENTER = Verdict(Decision.JOIN_NOW, WaitReason.HOST_READY)
+
+
+def decide(room: Room, participant: Participant) -> Verdict:
+    """The entry rule for ``participant`` (a patient or guest) given the room as it is now.
+    Constant time: the room keeps the counts it needs."""
     session = room.active_session
     if session is None:
-        return Decision.WAIT_FOR_HOST
-    if role is Role.PATIENT or room.occupancy() < session.capacity:
-        return Decision.JOIN_NOW
-    return Decision.ASK_TO_JOIN
+        return _NOT_STARTED
+    if not room.host_in_call():
+        return _AWAY
+    appointment = participant.booking.appointment
+    if appointment != session.appointment:
+        return _NOT_BOOKED if appointment is None else _BUSY
+    if participant.role is Role.PATIENT and appointment is not None:
+        return _ENTER
+    return _ENTER if room.occupancy() < session.capacity else _FULL
+
+
+def belongs(participant: Participant, session: Session) -> bool:
+    """Whether ``participant`` may be let into ``session`` by `admit_all`: its link is for
+    the call's appointment, or for none (it asked to join this call)."""
+    appointment = participant.booking.appointment
+    return appointment is None or appointment == session.appointment
 
 
 def display_name(role: Role, token_name: str | None, given: str | None) -> str | None:
@@ -77,32 +129,49 @@ def arrive(
     subject: str | None,
     now: float,
     connection: str | None = None,
+    booking: Booking = NO_BOOKING,
+    join_now: bool = False,
 ) -> list[Event]:
     """Bring a participant into the room on ``connection`` and, if it is not already
-    waiting or in the call, apply the entry decision: wait for the host, or join now. At
-    capacity a guest stays in the lobby until it asks (`ask`). A returning participant
-    keeps its place."""
-    events = room.arrive(pid, role, name=name, subject=subject, now=now, connection=connection)
+    waiting or in the call, apply the entry rule: it waits in the waiting room, or enters
+    (a Join now client waits there, told it may join), or stays in the lobby, free to ask
+    (`ask`). A returning participant keeps its place."""
+    events = room.arrive(
+        pid,
+        role,
+        name=name,
+        subject=subject,
+        now=now,
+        connection=connection,
+        booking=booking,
+        join_now=join_now,
+    )
     participant = room.get(pid)
     if participant.is_host or participant.stage is not Stage.LOBBY:
         return events
-    decision = decide(room, role)
-    if decision is Decision.WAIT_FOR_HOST:
-        events += room.knock(pid, now)
-    elif decision is Decision.JOIN_NOW:
+    verdict = decide(room, participant)
+    if verdict.decision is Decision.WAIT or (
+        verdict.decision is Decision.JOIN_NOW and participant.join_now
+    ):
+        events += room.knock(pid, now, verdict.reason)
+    elif verdict.decision is Decision.JOIN_NOW:
         events += room.enter(pid, now)
     return events
 
 
 def ask(room: Room, pid: ParticipantId, now: float) -> list[Event]:
-    """Ask to join (a knock): enter at once if the rule allows it now, else wait for the
-    host's answer in the waiting room."""
+    """Ask to join, or Join now (``knock``, ``join``): enter at once if the rule allows it
+    now, else wait for the host in the waiting room. From the waiting room only entry is
+    possible: asking again while waiting is InvalidState."""
     participant = room.get(pid)
     if participant.is_host:
         raise Forbidden("the host does not ask to join: start the call instead")
-    if participant.stage is Stage.LOBBY and decide(room, participant.role) is Decision.JOIN_NOW:
+    if participant.stage is Stage.IN_CALL:
+        raise InvalidState(f"cannot ask to join for {pid}: already in the call", participant=pid)
+    verdict = decide(room, participant)
+    if verdict.decision is Decision.JOIN_NOW:
         return room.enter(pid, now)
-    return room.knock(pid, now)
+    return room.knock(pid, now, verdict.reason)  # InvalidState if already waiting
 
 
 def start(
@@ -110,23 +179,64 @@ def start(
     actor: ParticipantId,
     *,
     session: SessionId,
-    appointment: AppointmentId | None,
-    capacity: int,
     now: float,
+    appointment: AppointmentId | None = None,
+    closes_after: float = DEFAULT_CLOSES_AFTER,
+    own: Booking | None = None,
 ) -> list[Event]:
-    """The host starts the call (or rejoins it). The waiting room, then anyone connected in
-    the lobby (e.g. back from an earlier call that ended), is let in by the rule."""
-    _require_host(room, actor, "start the call")
-    events = room.start(actor, session=session, appointment=appointment, capacity=capacity, now=now)
+    """The host starts a call (or rejoins the active one): for ``appointment`` if given,
+    else for the appointment of the host's own link, ``own`` (by default what the host's
+    first link said; none: an ad-hoc call).
+
+    The call takes its capacity and its join window from a link for that appointment: the
+    host's own, or else that of anyone in the room (the tokens are signed, so the room
+    knows an appointment only from a link made for it); none is UnknownAppointment. The
+    call ends by itself ``closes_after`` seconds after the appointment's end. Then the
+    waiting room, then anyone connected in the lobby, is let in by the rule."""
+    host = _require_host(room, actor, "start the call")
+    own = host.booking if own is None else own
+    active = room.active_session
+    if active is not None:
+        if appointment is not None and appointment != active.appointment:
+            raise CallInProgress(
+                f"cannot start a call for {appointment}: the call of "
+                f"{active.appointment or 'no appointment'} is active; end it first",
+                {"appointment": appointment, "active": active.appointment},
+            )
+        events = room.start(actor, session=active.id, appointment=None, capacity=1, now=now)
+    else:
+        booking = _booking(room, own, appointment)
+        closes_at = None if booking.ends_at is None else booking.ends_at + closes_after
+        events = room.start(
+            actor,
+            session=session,
+            appointment=booking.appointment,
+            capacity=booking.capacity or 1,
+            now=now,
+            closes_at=closes_at,
+        )
     lobby = [
         p
         for p in room.participants.values()
         if p.stage is Stage.LOBBY and not p.is_host and p.connected
     ]
     for candidate in [*room.waiting(), *lobby]:
-        if decide(room, candidate.role) is Decision.JOIN_NOW:
+        if not candidate.join_now and decide(room, candidate).decision is Decision.JOIN_NOW:
             events += room.enter(candidate.id, now)
     return events
+
+
+def _booking(room: Room, own: Booking, appointment: AppointmentId | None) -> Booking:
+    """The booking a call for ``appointment`` takes its capacity and times from."""
+    if appointment is None or appointment == own.appointment:
+        return own
+    found = [p.booking for p in room.participants.values() if p.appointment == appointment]
+    if not found:
+        raise UnknownAppointment(
+            f"cannot start a call for {appointment}: no link for it is in this room",
+            {"appointment": appointment},
+        )
+    return max(found, key=lambda b: (b.capacity or 1, b.ends_at or 0.0))
 
 
 def end(room: Room, actor: ParticipantId, now: float) -> list[Event]:
@@ -135,13 +245,19 @@ def end(room: Room, actor: ParticipantId, now: float) -> list[Event]:
 
 
 def admit(room: Room, actor: ParticipantId, pid: ParticipantId, now: float) -> list[Event]:
+    """The host lets one waiting participant in, whatever its appointment and the capacity."""
     _require_host(room, actor, "admit")
     return room.admit(actor, pid, now)
 
 
 def admit_all(room: Room, actor: ParticipantId, now: float) -> list[Event]:
+    """The host admits everyone waiting for this call, in arrival order, whatever the
+    capacity. Those waiting for another appointment (HOST_BUSY) stay: each of them takes an
+    `admit` of its own."""
     _require_host(room, actor, "admit all")
-    return room.admit_all(actor, now)
+    session = room.active_session
+    who = [] if session is None else [p.id for p in room.waiting() if belongs(p, session)]
+    return room.admit_all(actor, now, who)
 
 
 def deny(
@@ -149,6 +265,48 @@ def deny(
 ) -> list[Event]:
     _require_host(room, actor, "deny")
     return room.deny(actor, pid, message, now)
+
+
+# -- the clock's part: grace periods and calls that end by themselves ----------------------
+
+
+def due(room: Room, now: float, *, grace: float, host_absence: float) -> bool:
+    """Whether `tick` has anything to do now: constant time while nobody's connection is
+    lost; otherwise it looks at each participant."""
+    if _ending(room, now, host_absence) is not None:
+        return True
+    return room.absent() > 0 and any(
+        p.absent_since is not None and now - p.absent_since >= grace
+        for p in room.participants.values()
+    )
+
+
+def tick(room: Room, now: float, *, grace: float, host_absence: float) -> list[Event]:
+    """What time alone does to a room: remove those whose connection has been lost for
+    ``grace`` seconds; end the active call when its appointment's join window has closed
+    (WINDOW_CLOSED) or when no host has been in it for ``host_absence`` seconds
+    (HOST_ABSENT). Those who were in an ended call go back to the waiting room."""
+    events = room.expire(now, grace)
+    cause = _ending(room, now, host_absence)
+    if cause is None:
+        return events
+    back = [p.id for p in room.in_call() if not p.is_host]
+    events += room.end(None, now, cause)
+    for pid in back:
+        events += room.knock(pid, now, WaitReason.HOST_NOT_STARTED)
+    return events
+
+
+def _ending(room: Room, now: float, host_absence: float) -> ExitCause | None:
+    session = room.active_session
+    if session is None:
+        return None
+    if session.closes_at is not None and now > session.closes_at:
+        return ExitCause.WINDOW_CLOSED
+    away = session.host_away_since
+    if away is not None and now - away >= host_absence:
+        return ExitCause.HOST_ABSENT
+    return None
 
 
 def check_signal(room: Room, sender: ParticipantId, recipient: ParticipantId) -> None:

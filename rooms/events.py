@@ -34,10 +34,14 @@ class EventKind(enum.Enum):
 
 
 class WaitReason(enum.Enum):
-    """Why a participant is in the waiting room."""
+    """Why a patient or guest is not in the call (see `admission.policy.decide`)."""
 
-    HOST_NOT_STARTED = "host_not_started"
-    AT_CAPACITY = "at_capacity"
+    HOST_NOT_STARTED = "host_not_started"  # no call is active
+    HOST_AWAY = "host_away"  # a call is active, but no host is in it
+    HOST_BUSY = "host_busy"  # the host is in the call of another appointment
+    AT_CAPACITY = "at_capacity"  # the call is at its booked capacity: ask to join
+    NOT_BOOKED = "not_booked"  # the link has no appointment and the call is for one: ask
+    HOST_READY = "host_ready"  # it may join now, and its client confirms it (Join now)
 
 
 class ExitCause(enum.Enum):
@@ -48,6 +52,8 @@ class ExitCause(enum.Enum):
     TIMED_OUT = "timed_out"  # disconnected for longer than the grace period
     SESSION_ENDED = "session_ended"  # the host ended the call
     DENIED = "denied"
+    HOST_ABSENT = "host_absent"  # the call ended by itself: no host in it for too long
+    WINDOW_CLOSED = "window_closed"  # the call ended by itself: its join window closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +62,16 @@ class Event:
 
     ``actor`` did it (None when the system did, e.g. a grace period ran out);
     ``participant`` is whom it concerns. The other fields are set only by the kinds that
-    carry them: ``role``/``name``/``subject`` on ARRIVED, ``reason`` on KNOCKED, ``cause``
-    on exits and departures, ``message`` on DENIED, ``session`` on session and call
-    events, ``appointment``/``capacity`` on SESSION_STARTED, ``connection`` (which
-    connection of the participant) on ARRIVED, RECONNECTED and DISCONNECTED.
+    carry them:
+
+    - ARRIVED: ``role``, ``name``, ``subject``, and what the join link says of the
+      participant's appointment (``appointment``, ``starts_at``, ``ends_at``, ``capacity``);
+    - ARRIVED and RECONNECTED: ``connection`` (which connection of the participant) and
+      ``join_now`` (its client confirms its own entry); DISCONNECTED: ``connection``;
+    - KNOCKED: ``reason``; exits, departures and SESSION_ENDED: ``cause`` (None on a
+      SESSION_ENDED means the host ended the call); DENIED: ``message``;
+    - session and call events: ``session``; SESSION_STARTED: ``appointment``,
+      ``capacity`` and ``closes_at`` (when the appointment's join window closes).
     """
 
     kind: EventKind
@@ -76,14 +88,18 @@ class Event:
     appointment: AppointmentId | None = None
     capacity: int | None = None
     connection: str | None = None
+    starts_at: float | None = None
+    ends_at: float | None = None
+    closes_at: float | None = None
+    join_now: bool | None = None
 
-    def to_record(self) -> dict[str, str | int | float]:
+    def to_record(self) -> dict[str, str | int | float | bool]:
         """The event as a dict of primitives, leaving out unset fields."""
-        record: dict[str, str | int | float] = {"kind": self.kind.value, "at": self.at}
-        for key, value in _OPTIONAL.items():
+        record: dict[str, str | int | float | bool] = {"kind": self.kind.value, "at": self.at}
+        for key in _OPTIONAL:
             field = getattr(self, key)
             if field is not None:
-                record[key] = field.value if value is not None else field
+                record[key] = field.value if isinstance(field, enum.Enum) else field
         return record
 
     @classmethod
@@ -91,24 +107,18 @@ class Event:
         """Rebuild an event written by `to_record`; raise ValueError on anything else."""
         try:
             kind = EventKind(record["kind"])
-            at = record["at"]
-            # `abs(at) <= max` also fails for NaN and infinities, and compares a huge int
-            # exactly, where float(at) would raise OverflowError instead of ValueError.
-            if not isinstance(at, int | float) or isinstance(at, bool):
-                raise ValueError("event time must be a number")
-            if not abs(at) <= sys.float_info.max:
-                raise ValueError("event time must be a finite number")
+            at = _time(record["at"], "at")
             fields: dict[str, object] = {}
-            for key, enum_type in _OPTIONAL.items():
+            for key, holds in _OPTIONAL.items():
                 raw = record.get(key)
                 if raw is None:
                     continue
-                if enum_type is not None:
-                    fields[key] = enum_type(raw)
-                elif key == "capacity":
-                    fields[key] = _expect(raw, int, key)
+                if issubclass(holds, enum.Enum):
+                    fields[key] = holds(raw)
+                elif holds is float:
+                    fields[key] = _time(raw, key)
                 else:
-                    fields[key] = _expect(raw, str, key)
+                    fields[key] = _expect(raw, holds, key)
         except KeyError as exc:
             raise ValueError(f"event record lacks {exc.args[0]!r}") from None
         unknown = set(record) - set(_OPTIONAL) - {"kind", "at"}
@@ -117,22 +127,27 @@ class Event:
         missing = _REQUIRED.get(kind, {"participant"}) - set(fields)
         if missing:
             raise ValueError(f"{kind.value} event record lacks {sorted(missing)}")
-        return cls(kind, float(at), **fields)  # type: ignore[arg-type]
+        return cls(kind, at, **fields)  # type: ignore[arg-type]
 
 
-_OPTIONAL: dict[str, type[enum.Enum] | None] = {
-    "actor": None,
-    "participant": None,
+# Every optional field and the type its record holds (an enum: the member's value).
+_OPTIONAL: dict[str, type] = {
+    "actor": str,
+    "participant": str,
     "role": Role,
-    "name": None,
-    "subject": None,
+    "name": str,
+    "subject": str,
     "reason": WaitReason,
     "cause": ExitCause,
-    "message": None,
-    "session": None,
-    "appointment": None,
-    "capacity": None,
-    "connection": None,
+    "message": str,
+    "session": str,
+    "appointment": str,
+    "capacity": int,
+    "connection": str,
+    "starts_at": float,
+    "ends_at": float,
+    "closes_at": float,
+    "join_now": bool,
 }
 
 
@@ -145,6 +160,16 @@ _REQUIRED: dict[EventKind, set[str]] = {
 
 
 def _expect(raw: object, kind: type, key: str) -> object:
-    if not isinstance(raw, kind) or isinstance(raw, bool):
+    if not isinstance(raw, kind) or (isinstance(raw, bool) and kind is not bool):
         raise ValueError(f"event field {key!r} must be {kind.__name__}")
     return raw
+
+
+def _time(raw: object, key: str) -> float:
+    # `abs(raw) <= max` also fails for NaN and infinities, and compares a huge int
+    # exactly, where float(raw) would raise OverflowError instead of ValueError.
+    if not isinstance(raw, int | float) or isinstance(raw, bool):
+        raise ValueError(f"event field {key!r} must be a number")
+    if not abs(raw) <= sys.float_info.max:
+        raise ValueError(f"event field {key!r} must be a finite number")
+    return float(raw)

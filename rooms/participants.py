@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from rooms.events import ExitCause
 from rooms.ids import AppointmentId, ParticipantId, SessionId
 from rooms.roles import Role
 
@@ -18,6 +19,22 @@ class Stage(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Booking:
+    """What a participant's join link says about its appointment: which one (None for a
+    link without one), its times, and the booked capacity. A clinician's persistent room
+    serves one appointment after another, so this is what keeps each person to the call of
+    their own appointment."""
+
+    appointment: AppointmentId | None = None
+    starts_at: float | None = None
+    ends_at: float | None = None
+    capacity: int | None = None
+
+
+NO_BOOKING = Booking()
+
+
+@dataclass(frozen=True, slots=True)
 class Participant:
     id: ParticipantId
     role: Role
@@ -27,6 +44,10 @@ class Participant:
     knocked_at: float | None = None  # when it joined the waiting room, while WAITING
     absent_since: float | None = None  # set while its connection is lost
     connection: str | None = None  # the connection it was last seen on
+    booking: Booking = NO_BOOKING
+    # Its client asked to confirm its own entry ("Join now", seed 002): the rule does not
+    # bring it into the call by itself; it is told it may join and enters when it says so.
+    join_now: bool = False
 
     @property
     def connected(self) -> bool:
@@ -36,16 +57,28 @@ class Participant:
     def is_host(self) -> bool:
         return self.role is Role.HOST
 
+    @property
+    def appointment(self) -> AppointmentId | None:
+        return self.booking.appointment
+
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """One call in the room: started by the host, ended by the host."""
+    """One call in the room, for one appointment or for none (an ad-hoc call).
+
+    ``closes_at`` is when the appointment's join window closes (the call then ends by
+    itself); ``host_away_since`` is set while no host is in the call (the call ends by
+    itself once that lasts too long); ``end_cause`` says how an ended call ended (None:
+    the host ended it)."""
 
     id: SessionId
     appointment: AppointmentId | None
     capacity: int
     started_at: float
     ended_at: float | None = None
+    closes_at: float | None = None
+    host_away_since: float | None = None
+    end_cause: ExitCause | None = None
 
     @property
     def active(self) -> bool:

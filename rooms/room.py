@@ -8,10 +8,15 @@ event stream is identical to the room that produced it.
 Who may do what, and whether a newcomer may enter at once, is policy and lives in
 `admission`; this module keeps the structural invariants: one entry per participant, the
 waiting room in arrival order, nobody in the call without a started session.
+
+The counts the entry rules and the call status ask for on every change (patients and
+guests in the call, hosts in the call, who is present for which appointment) are kept
+as events are applied, so answering them costs the same in a room of ten or of a thousand.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -19,10 +24,11 @@ from typing import Any
 from rooms.errors import InvalidState, SessionNotStarted, UnknownParticipant
 from rooms.events import Event, EventKind, ExitCause, WaitReason
 from rooms.ids import AppointmentId, ParticipantId, RoomId, SessionId
-from rooms.participants import Participant, Session, Stage
+from rooms.participants import NO_BOOKING, Booking, Participant, Session, Stage
 from rooms.roles import Role
 
 K = EventKind
+ENDED_KEPT = 64  # appointments whose call ended that a room remembers (call status ENDED)
 
 
 class Room:
@@ -34,6 +40,12 @@ class Room:
         self.session: Session | None = None  # the current call, or the last one
         self._participants: dict[ParticipantId, Participant] = {}
         self._queue: dict[ParticipantId, None] = {}  # insertion order is arrival order
+        self._occupancy = 0  # patients and guests in the call
+        self._hosts_in_call = 0
+        self._absent = 0  # participants whose connection is lost
+        self._present: Counter[AppointmentId | None] = Counter()  # patients and guests
+        # Appointments whose call ended, with when (the latest ENDED_KEPT, oldest first).
+        self._ended: dict[AppointmentId | None, float] = {}
 
     def clone(self) -> Room:
         """An independent copy to try a command on (participants are immutable values, so
@@ -43,6 +55,11 @@ class Room:
         other.session = self.session
         other._participants = dict(self._participants)
         other._queue = dict(self._queue)
+        other._occupancy = self._occupancy
+        other._hosts_in_call = self._hosts_in_call
+        other._absent = self._absent
+        other._present = self._present.copy()
+        other._ended = dict(self._ended)
         return other
 
     def snapshot(self) -> dict[str, Any]:
@@ -54,13 +71,16 @@ class Room:
             "session": None
             if session is None
             else [session.id, session.appointment, session.capacity, session.started_at,
-                  session.ended_at],
+                  session.ended_at, session.closes_at, session.host_away_since,
+                  None if session.end_cause is None else session.end_cause.value],
             "participants": [
                 [p.id, p.role.value, p.name, p.subject, p.stage.value, p.knocked_at,
-                 p.absent_since, p.connection]
+                 p.absent_since, p.connection, p.booking.appointment, p.booking.starts_at,
+                 p.booking.ends_at, p.booking.capacity, p.join_now]
                 for p in self._participants.values()
             ],
             "queue": list(self._queue),
+            "ended": [[appointment, at] for appointment, at in self._ended.items()],
         }  # fmt: skip
 
     @classmethod
@@ -70,13 +90,23 @@ class Room:
         room = cls(RoomId(data["room"]))
         room.version = int(data["version"])
         if data["session"] is not None:
-            sid, appointment, capacity, started_at, ended_at = data["session"]
-            room.session = Session(SessionId(sid), appointment, capacity, started_at, ended_at)
-        for pid, role, name, subject, stage, knocked, absent, conn in data["participants"]:
-            room._participants[pid] = Participant(
-                pid, Role(role), name, subject, Stage(stage), knocked, absent, conn
-            )
+            sid, appointment, capacity, started, ended, closes, away, cause = data["session"]
+            room.session = Session(
+                SessionId(sid), appointment, capacity, started, ended, closes, away,
+                None if cause is None else ExitCause(cause),
+            )  # fmt: skip
+        for record in data["participants"]:
+            pid, role, name, subject, stage, knocked, absent, conn = record[:8]
+            appointment, starts_at, ends_at, capacity, join_now = record[8:]
+            booking = Booking(appointment, starts_at, ends_at, capacity)
+            room._store(
+                Participant(
+                    pid, Role(role), name, subject, Stage(stage), knocked, absent, conn,
+                    NO_BOOKING if booking == NO_BOOKING else booking, bool(join_now),
+                )
+            )  # fmt: skip
         room._queue = {ParticipantId(pid): None for pid in data["queue"]}
+        room._ended = {appointment: float(at) for appointment, at in data["ended"]}
         return room
 
     # -- queries -------------------------------------------------------------------------
@@ -107,21 +137,33 @@ class Room:
                 return index
         return None
 
-    def wait_reason(self) -> WaitReason:
-        """Why anyone waiting now is waiting."""
-        if self.active_session is None:
-            return WaitReason.HOST_NOT_STARTED
-        return WaitReason.AT_CAPACITY
-
     def in_call(self) -> list[Participant]:
         return [p for p in self._participants.values() if p.stage is Stage.IN_CALL]
 
     def occupancy(self) -> int:
         """Patients and guests in the call (the host does not count against capacity)."""
-        return sum(1 for p in self.in_call() if not p.is_host)
+        return self._occupancy
 
     def host_in_call(self) -> bool:
-        return any(p.is_host for p in self.in_call())
+        """Whether a host is in the call: connected, or within its grace period (a host
+        whose grace runs out is removed from the room)."""
+        return self._hosts_in_call > 0
+
+    def absent(self) -> int:
+        """Participants whose connection is lost (each within its grace period)."""
+        return self._absent
+
+    def present(self, appointment: AppointmentId | None = None) -> int:
+        """Patients and guests in the room, at any stage, whose links are for
+        ``appointment`` (None: every patient and guest, whatever their links say)."""
+        if appointment is None:
+            return self._present.total()
+        return self._present[appointment]
+
+    def ended(self, appointment: AppointmentId | None) -> bool:
+        """Whether a call for ``appointment`` (None: an ad-hoc call) has ended here (among
+        the last `ENDED_KEPT` appointments whose call ended)."""
+        return appointment in self._ended
 
     # -- commands ------------------------------------------------------------------------
 
@@ -134,11 +176,15 @@ class Room:
         subject: str | None,
         now: float,
         connection: str | None = None,
+        booking: Booking = NO_BOOKING,
+        join_now: bool = False,
     ) -> list[Event]:
-        """A participant connects on ``connection``. Someone already here keeps its place:
-        a lost connection, or a live one taken over by a new connection, gives RECONNECTED;
-        the same live connection again gives nothing. The caller decides next whether it
-        waits or enters."""
+        """A participant connects on ``connection``, with what its link says of its
+        appointment (``booking``) and whether its client confirms its own entry
+        (``join_now``). Someone already here keeps its place (and its booking): a lost
+        connection, or a live one taken over by a new connection, gives RECONNECTED; the
+        same live connection again gives nothing. The caller decides next whether it waits
+        or enters."""
         known = self._participants.get(pid)
         if known is not None:
             if known.role is not role:
@@ -149,7 +195,14 @@ class Room:
             if known.connected and connection in (None, known.connection):
                 return []
             return self._emit(
-                Event(K.RECONNECTED, now, actor=pid, participant=pid, connection=connection)
+                Event(
+                    K.RECONNECTED,
+                    now,
+                    actor=pid,
+                    participant=pid,
+                    connection=connection,
+                    join_now=join_now or None,
+                )
             )
         return self._emit(
             Event(
@@ -161,11 +214,17 @@ class Room:
                 name=name,
                 subject=subject,
                 connection=connection,
+                appointment=booking.appointment,
+                starts_at=booking.starts_at,
+                ends_at=booking.ends_at,
+                capacity=booking.capacity,
+                join_now=join_now or None,
             )
         )
 
-    def knock(self, pid: ParticipantId, now: float) -> list[Event]:
-        """Put a participant in the waiting room, at the end."""
+    def knock(self, pid: ParticipantId, now: float, reason: WaitReason) -> list[Event]:
+        """Put a participant in the waiting room, at the end; ``reason`` is why it waits
+        (the policy's decision), kept in the room's activity."""
         participant = self.get(pid)
         if participant.stage is not Stage.LOBBY:
             raise InvalidState(
@@ -174,7 +233,6 @@ class Room:
             )
         if participant.is_host:
             raise InvalidState(f"cannot knock for {pid}: the host does not wait", participant=pid)
-        reason = self.wait_reason()
         return self._emit(Event(K.KNOCKED, now, actor=pid, participant=pid, reason=reason))
 
     def cancel_knock(self, pid: ParticipantId, now: float) -> list[Event]:
@@ -203,12 +261,15 @@ class Room:
             Event(K.PATIENT_ENTERED, now, actor=actor, participant=pid, session=session.id),
         )
 
-    def admit_all(self, actor: ParticipantId, now: float) -> list[Event]:
-        """Admit everyone waiting, in arrival order."""
+    def admit_all(
+        self, actor: ParticipantId, now: float, who: Iterable[ParticipantId] | None = None
+    ) -> list[Event]:
+        """Admit ``who`` (everyone waiting by default), in arrival order; each must be
+        waiting."""
         self._expect_session("cannot admit all")
         self.get(actor)
         events: list[Event] = []
-        for pid in list(self._queue):
+        for pid in list(self._queue) if who is None else list(who):
             events += self.admit(actor, pid, now)
         return events
 
@@ -231,8 +292,10 @@ class Room:
         appointment: AppointmentId | None,
         capacity: int,
         now: float,
+        closes_at: float | None = None,
     ) -> list[Event]:
-        """The host starts the call, or re-enters the call it started (Rejoin)."""
+        """The host starts a call for ``appointment`` (None: an ad-hoc call), which ends by
+        itself at ``closes_at`` if given, or re-enters the active call (Rejoin)."""
         host = self.get(actor)
         if not host.is_host:
             raise InvalidState(f"cannot start with {actor}: not the host", participant=actor)
@@ -250,18 +313,29 @@ class Room:
                     session=session,
                     appointment=appointment,
                     capacity=capacity,
+                    closes_at=closes_at,
                 )
             )
         return events + self.enter(actor, now)
 
-    def end(self, actor: ParticipantId, now: float) -> list[Event]:
-        """The host ends the call: everyone in it goes back to the lobby."""
+    def end(
+        self,
+        actor: ParticipantId | None,
+        now: float,
+        cause: ExitCause = ExitCause.SESSION_ENDED,
+    ) -> list[Event]:
+        """End the call: everyone in it goes back to the lobby. ``actor`` is the host who
+        ended it, or None when the call ends by itself (``cause`` says why)."""
         session = self._expect_session("cannot end the call")
-        self.get(actor)
+        if actor is not None:
+            self.get(actor)
         events: list[Event] = []
         for participant in self.in_call():
-            events += self._exit_call(participant, ExitCause.SESSION_ENDED, actor, now)
-        return events + self._emit(Event(K.SESSION_ENDED, now, actor=actor, session=session.id))
+            events += self._exit_call(participant, cause, actor, now)
+        recorded = None if cause is ExitCause.SESSION_ENDED else cause
+        return events + self._emit(
+            Event(K.SESSION_ENDED, now, actor=actor, session=session.id, cause=recorded)
+        )
 
     def leave(
         self, pid: ParticipantId, now: float, *, cause: ExitCause = ExitCause.LEFT
@@ -310,34 +384,56 @@ class Room:
         if event.kind is K.SESSION_STARTED:
             assert event.session is not None
             assert event.capacity is not None
-            self.session = Session(event.session, event.appointment, event.capacity, event.at)
+            self.session = Session(
+                event.session, event.appointment, event.capacity, event.at,
+                closes_at=event.closes_at,
+                host_away_since=None if self._hosts_in_call else event.at,
+            )  # fmt: skip
             return
         if event.kind is K.SESSION_ENDED:
             assert self.session is not None
-            self.session = replace(self.session, ended_at=event.at)
+            self.session = replace(
+                self.session, ended_at=event.at, end_cause=event.cause, host_away_since=None
+            )
+            self._ended.pop(self.session.appointment, None)
+            self._ended[self.session.appointment] = event.at
+            if len(self._ended) > ENDED_KEPT:
+                del self._ended[next(iter(self._ended))]
             return
         assert pid is not None
         if event.kind is K.ARRIVED:
             assert event.role is not None
-            self._participants[pid] = Participant(
-                pid, event.role, event.name, event.subject, connection=event.connection
-            )
+            booking = Booking(event.appointment, event.starts_at, event.ends_at, event.capacity)
+            self._store(
+                Participant(
+                    pid, event.role, event.name, event.subject, connection=event.connection,
+                    booking=NO_BOOKING if booking == NO_BOOKING else booking,
+                    join_now=bool(event.join_now),
+                ),
+                at=event.at,
+            )  # fmt: skip
         elif event.kind is K.DEPARTED:
-            del self._participants[pid]
+            self._forget(pid, event.at)
             self._queue.pop(pid, None)
         elif event.kind is K.KNOCKED:
-            self._set(pid, stage=Stage.WAITING, knocked_at=event.at)
+            self._set(pid, event.at, stage=Stage.WAITING, knocked_at=event.at)
             self._queue[pid] = None
         elif event.kind in _LEAVES_QUEUE:
             self._queue.pop(pid, None)
             stage = Stage.IN_CALL if event.kind in _ENTERS_CALL else Stage.LOBBY
-            self._set(pid, stage=stage, knocked_at=None)
+            self._set(pid, event.at, stage=stage, knocked_at=None)
         elif event.kind in _EXITS_CALL:
-            self._set(pid, stage=Stage.LOBBY)
+            self._set(pid, event.at, stage=Stage.LOBBY)
         elif event.kind is K.DISCONNECTED:
-            self._set(pid, absent_since=event.at)
+            self._set(pid, event.at, absent_since=event.at)
         elif event.kind is K.RECONNECTED:
-            self._set(pid, absent_since=None, connection=event.connection)
+            self._set(
+                pid,
+                event.at,
+                absent_since=None,
+                connection=event.connection,
+                join_now=bool(event.join_now),
+            )
         # ADMITTED and DENIED are decisions; the entry or departure that follows them
         # carries the change of state.
 
@@ -352,8 +448,48 @@ class Room:
             self.apply(event)
         return list(events)
 
-    def _set(self, pid: ParticipantId, **changes: object) -> None:
-        self._participants[pid] = replace(self._participants[pid], **changes)  # type: ignore[arg-type]
+    def _set(self, pid: ParticipantId, at: float | None = None, **changes: object) -> None:
+        self._store(replace(self._participants[pid], **changes), at=at)  # type: ignore[arg-type]
+
+    def _store(self, new: Participant, at: float | None = None) -> None:
+        """Put ``new`` in place of its old record, keeping the counts true. ``at`` is when
+        (None while restoring a snapshot, whose session already says since when no host
+        is in the call)."""
+        old = self._participants.get(new.id)
+        self._participants[new.id] = new
+        self._count(old, -1)
+        self._count(new, +1)
+        if at is not None:
+            self._host_moved(at)
+
+    def _forget(self, pid: ParticipantId, at: float) -> None:
+        self._count(self._participants.pop(pid), -1)
+        self._host_moved(at)
+
+    def _count(self, participant: Participant | None, sign: int) -> None:
+        if participant is None:
+            return
+        in_call = participant.stage is Stage.IN_CALL
+        self._absent += sign * (participant.absent_since is not None)
+        if participant.is_host:
+            self._hosts_in_call += sign * in_call
+            return
+        self._occupancy += sign * in_call
+        self._present[participant.booking.appointment] += sign
+        if not self._present[participant.booking.appointment]:
+            del self._present[participant.booking.appointment]
+
+    def _host_moved(self, at: float) -> None:
+        """Keep the active session's ``host_away_since`` true: the time since when no host
+        has been in the call, or None while one is."""
+        session = self.session
+        if session is None or not session.active:
+            return
+        away = session.host_away_since
+        if self._hosts_in_call and away is not None:
+            self.session = replace(session, host_away_since=None)
+        elif not self._hosts_in_call and away is None:
+            self.session = replace(session, host_away_since=at)
 
     def _expect_session(self, doing: str) -> Session:
         session = self.active_session

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 
 from rooms.ids import AppointmentId
-from rooms.participants import Stage
 from rooms.room import Room
 
 
@@ -21,20 +20,28 @@ class CallStatus(enum.Enum):
 def call_status(
     room: Room, *, appointment: AppointmentId | None = None, window_closed: bool = False
 ) -> CallStatus:
-    """The call status of ``room`` for ``appointment`` (None: a room without one).
+    """The call status of ``room`` for ``appointment``.
 
-    The room is persistent: a call that ended for an earlier appointment makes this one
-    READY, not ENDED. ``window_closed`` says whether the appointment's join window is over
-    (the caller knows the window; the room does not)."""
-    patients = [p for p in room.participants.values() if not p.is_host]
-    host_in_call = room.host_in_call()
-    if host_in_call and any(p.stage is Stage.IN_CALL for p in patients):
+    The room is persistent: a clinician's room serves one appointment after another, and
+    the status of one appointment only counts its own people and its own call. A patient
+    waiting for the next appointment makes that one PATIENT_WAITING, not the one in the
+    call; a call that ended for an earlier appointment leaves this one READY, not ENDED.
+    ``appointment`` None is the room as a whole (a link without an appointment: every
+    patient and guest, whichever call). Constant time: the room keeps its counts.
+    ``window_closed`` says whether the appointment's join window is over (the caller knows
+    the window; the room does not)."""
+    session = room.active_session
+    ours = session is not None and (appointment is None or session.appointment == appointment)
+    if ours and room.host_in_call() and room.occupancy():
         return CallStatus.IN_CALL
-    if patients:
+    if room.present(appointment):
         return CallStatus.PATIENT_WAITING
-    if room.active_session is not None:
+    if ours:
         return CallStatus.AWAITING_PATIENT
-    if room.session is not None and room.session.appointment == appointment:
+    if appointment is None:
+        if room.session is not None and room.session.appointment is None:
+            return CallStatus.ENDED
+    elif room.ended(appointment):
         return CallStatus.ENDED
     if window_closed:
         return CallStatus.EXPIRED

@@ -223,4 +223,4 @@ async def _stop(tasks: list[asyncio.Task[None]]) -> None:
 
 
 def _sweep(hub: Hub, settings: Settings) -> Callable[[], Awaitable[int]]:
-    return lambda: hub.sweep(settings.resume_grace)
+    return lambda: hub.sweep(settings.resume_grace, settings.host_absence)

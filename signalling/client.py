@@ -65,9 +65,13 @@ class Client:
         codec: Codec = Codec.JSON,
         timeout: float = 10.0,
         heartbeat: bool = True,
+        features: tuple[str, ...] = (),
     ) -> Client:
         """Open a connection and say hello; raise ClientError if the server refuses.
-        With ``heartbeat`` the client pings at the interval the welcome asks for."""
+        With ``heartbeat`` the client pings at the interval the welcome asks for.
+        ``features`` go in the hello: ``("join_now",)`` makes the server tell this client
+        when it may join (``waiting.can_join``) instead of letting it in by itself; then
+        `join` enters."""
         ws = await connect(url, compression=None, open_timeout=timeout)
         client = cls(ws, codec)
         client._reader = asyncio.create_task(client._read())
@@ -76,6 +80,8 @@ class Client:
             hello["name"] = name
         if resume is not None:
             hello["resume"] = resume
+        if features:
+            hello["features"] = list(features)
         await client.send(hello)
         reply = await client.expect("welcome", "error", timeout=timeout)
         if reply["type"] == "error":
@@ -118,8 +124,15 @@ class Client:
     async def knock_cancel(self) -> str:
         return await self.request("knock_cancel")
 
-    async def start(self) -> str:
-        return await self.request("start")
+    async def join(self) -> str:
+        """Join now: enter the call if the rule lets this participant in, else wait."""
+        return await self.request("join")
+
+    async def start(self, appointment: str | None = None) -> str:
+        """Start (or rejoin) the call: of ``appointment`` if given, else of this link's."""
+        if appointment is None:
+            return await self.request("start")
+        return await self.request("start", appointment=appointment)
 
     async def admit(self, participant_id: str) -> str:
         return await self.request("admit", participant_id=participant_id)

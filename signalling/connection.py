@@ -34,7 +34,8 @@ from admission.tokens import (
 from admission.window import JoinWindow
 from rooms.errors import RoomError
 from rooms.events import Event
-from rooms.ids import ParticipantId, RoomId, SessionId
+from rooms.ids import AppointmentId, ParticipantId, RoomId, SessionId
+from rooms.participants import NO_BOOKING, Booking
 from rooms.room import Room
 from signalling.api.links import is_revoked
 from signalling.client_socket import ClientSocket, Frame
@@ -71,6 +72,7 @@ CLOSE_SLOW = 4429
 CLOSE_TRY_AGAIN = 1013
 IDLE_LATE = 0.05  # seconds: an idle check that runs later than this saw a stalled loop
 TOKEN_LEEWAY = 5.0  # seconds of clock skew tolerated between the link's issuer and us
+JOIN_NOW = "join_now"  # hello feature: the client confirms its own entry (Join now button)
 
 Handled = (SignallingError, AdmissionError, RoomError)
 
@@ -107,6 +109,7 @@ class Connection:
         self.room_id = RoomId("")
         self.pid = ParticipantId("")
         self.claims: JoinClaims | None = None
+        self.booking = NO_BOOKING  # what this connection's join token says of its appointment
         self._closing: int | None = None  # the close code, once closing
         self._reader: asyncio.Task[object] | None = None
         self._seen = 0.0  # loop time of the last frame from the client
@@ -302,18 +305,20 @@ class Connection:
     def _command(self, kind: str, message: Message, now: float) -> Command:
         pid = self.pid
         assert self.claims is not None
-        claims = self.claims
         target = ParticipantId(message.get("participant_id", ""))
+        appointment = message.get("appointment")
         commands: dict[str, Command] = {
             "knock": lambda room: policy.ask(room, pid, now),
+            "join": lambda room: policy.ask(room, pid, now),
             "knock_cancel": lambda room: room.cancel_knock(pid, now),
             "start": lambda room: policy.start(
                 room,
                 pid,
                 session=SessionId("s_" + secrets.token_urlsafe(9)),
-                appointment=claims.appointment,
-                capacity=claims.capacity or 1,
                 now=now,
+                appointment=None if appointment is None else AppointmentId(appointment),
+                closes_after=self.settings.window_closes_after,
+                own=self.booking,
             ),
             "admit": lambda room: policy.admit(room, pid, target, now),
             "deny": lambda room: policy.deny(room, pid, target, message.get("message"), now),
@@ -358,6 +363,10 @@ class Connection:
         self.view.appointment, self.view.window = claims.appointment, window
 
         connection = self.connection_id
+        booking = self.booking = Booking(
+            claims.appointment, claims.starts_at, claims.ends_at, claims.capacity
+        )
+        join_now = JOIN_NOW in message.get("features", ())
 
         def arrive(room: Room) -> list[Event]:
             return policy.arrive(
@@ -368,6 +377,8 @@ class Connection:
                 subject=claims.subject,
                 now=now,
                 connection=connection,
+                booking=booking,
+                join_now=join_now,
             )
 
         await self.hub.join(

@@ -31,7 +31,7 @@ from redis.asyncio.connection import Connection as RedisConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from admission.policy import check_signal
+from admission.policy import DEFAULT_HOST_ABSENCE, check_signal, due, tick
 from admission.window import JoinWindow
 from rooms.events import Event, EventKind, ExitCause
 from rooms.ids import AppointmentId, ParticipantId, RoomId
@@ -481,9 +481,11 @@ class Hub:
         finally:
             entry.resync = None
 
-    async def sweep(self, grace: float) -> int:
-        """Remove participants whose connection has been gone longer than ``grace``, and
-        stop serving rooms with no local connection and nobody absent. Returns how many
+    async def sweep(self, grace: float, host_absence: float = DEFAULT_HOST_ABSENCE) -> int:
+        """Do what time alone does to the rooms served here (`admission.policy.tick`):
+        remove participants whose connection has been gone longer than ``grace``; end calls
+        whose join window has closed or that have had no host for ``host_absence``. Stop
+        serving rooms with no local connection and nobody absent. Returns how many
         participants were removed."""
         now = self.clock()
         removed = 0
@@ -495,12 +497,14 @@ class Hub:
                 self._unrecorded += unrecorded[index:]
                 raise
         for room_id, entry in list(self._rooms.items()):
-            absent = any(not p.connected for p in entry.room.participants.values())
-            if absent:
-                events = await self.execute(room_id, lambda room: room.expire(now, grace))
+            if due(entry.room, now, grace=grace, host_absence=host_absence):
+                events = await self.execute(
+                    room_id, lambda room: tick(room, now, grace=grace, host_absence=host_absence)
+                )
                 removed += sum(1 for e in events if e.kind is EventKind.DEPARTED)
             elif (
-                not entry.peers
+                not entry.room.absent()
+                and not entry.peers
                 and not entry.busy
                 and not entry.lock.locked()
                 and not any(lost[0] == room_id for lost in self._unrecorded)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from admission.policy import DEFAULT_HOST_ABSENCE
 from admission.tokens import KeyRing, new_secret
 from admission.window import DEFAULT_CLOSES_AFTER, DEFAULT_OPENS_BEFORE
 from signalling.ice import ice_servers_for
@@ -49,6 +50,7 @@ class Settings:
     public_url: str | None = None  # base of join links; default http://host:port
     limits: Limits = field(default_factory=Limits)
     resume_grace: float = 30.0  # a lost participant keeps its place this long
+    host_absence: float = DEFAULT_HOST_ABSENCE  # a call without a host ends after this long
     resume_ttl: float = 12 * 3600.0  # lifetime of a resume token
     sweep_interval: float = 1.0  # how often grace periods are checked
     window_opens_before: float = DEFAULT_OPENS_BEFORE
@@ -119,6 +121,7 @@ class Settings:
             public_url=env.get("VESTIBULE_PUBLIC_URL") or None,
             limits=limits,
             resume_grace=_float(env, "VESTIBULE_RESUME_GRACE", 30.0),
+            host_absence=_float(env, "VESTIBULE_HOST_ABSENCE", DEFAULT_HOST_ABSENCE),
             window_opens_before=_float(env, "VESTIBULE_WINDOW_BEFORE", DEFAULT_OPENS_BEFORE),
             window_closes_after=_float(env, "VESTIBULE_WINDOW_AFTER", DEFAULT_CLOSES_AFTER),
             stun_urls=_list(env, "VESTIBULE_STUN_URLS"),

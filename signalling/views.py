@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from admission.policy import Decision, decide
+from admission.policy import Decision, Verdict, decide
 from admission.window import JoinWindow, WindowState
 from rooms.events import Event, EventKind, ExitCause
 from rooms.ids import AppointmentId, ParticipantId
@@ -74,7 +74,7 @@ class Snapshot:
         self.room = room
         self.now = now
         self.shared: dict[str, Shared] = {} if shared is None else shared
-        self._lobby: dict[Role, Shared] = {}
+        self._lobby: dict[tuple[Role, AppointmentId | None, bool], Shared] = {}
         self._status: dict[tuple[AppointmentId | None, float | None], Shared] = {}
 
     def status_message(self, view: View) -> Shared:
@@ -98,16 +98,23 @@ class Snapshot:
 
     @cached_property
     def waiting_list(self) -> list[dict[str, object]]:
-        reason = self.reason
-        return [
-            {**_person(p), "reason": reason, "position": i, "since": p.knocked_at}
-            for i, p in enumerate(self.room.waiting(), start=1)
-        ]
-
-    @cached_property
-    def reason(self) -> str:
-        """Why anyone waiting now is waiting."""
-        return self.room.wait_reason().value
+        """The waiting room for the host, in arrival order: who, for which appointment
+        (and when it starts), and why each one waits."""
+        out: list[dict[str, object]] = []
+        for i, p in enumerate(self.room.waiting(), start=1):
+            verdict = decide(self.room, p)
+            out.append(
+                {
+                    **_person(p),
+                    "reason": verdict.reason.value,
+                    "position": i,
+                    "since": p.knocked_at,
+                    "appointment_id": p.appointment,
+                    "starts_at": p.booking.starts_at,
+                    "can_join": verdict.decision is Decision.JOIN_NOW,
+                }
+            )
+        return out
 
     @cached_property
     def positions(self) -> dict[ParticipantId, int]:
@@ -123,22 +130,25 @@ class Snapshot:
         return self._reuse("waiting_list", {"type": "waiting_list", "entries": self.waiting_list})
 
     def waiting(self, participant: Participant) -> Message | None:
-        """The ``waiting`` message for a patient or guest not in the call, else None."""
+        """The ``waiting`` message for a patient or guest not in the call, else None: why
+        it is not in the call (for its own appointment), its place in the waiting room,
+        whether it may ask to join, and whether it may join now (a Join now client)."""
         if participant.is_host or participant.stage is Stage.IN_CALL:
             return None
         if participant.stage is Stage.WAITING:
-            return {
-                "type": "waiting",
-                "reason": self.reason,
-                "position": self.positions.get(participant.id),
-                "can_ask": False,
-            }
-        message = self._lobby.get(participant.role)
+            return _waiting(
+                decide(self.room, participant), self.positions.get(participant.id), False
+            )
+        # Everyone in the lobby with the same role and link is told the same: built once.
+        key = (participant.role, participant.appointment, participant.join_now)
+        message = self._lobby.get(key)
         if message is None:
-            can_ask = decide(self.room, participant.role) is not Decision.WAIT_FOR_HOST
-            built = {"type": "waiting", "reason": self.reason, "position": None, "can_ask": can_ask}
-            message = self._lobby[participant.role] = self._reuse(
-                f"waiting:{participant.role.value}", built
+            verdict = decide(self.room, participant)
+            built = _waiting(verdict, None, verdict.decision is not Decision.WAIT)
+            message = self._lobby[key] = self._reuse(
+                f"waiting:{participant.role.value}:{participant.appointment}:"
+                f"{participant.join_now}",
+                built,
             )
         return message
 
@@ -148,6 +158,16 @@ class Snapshot:
             return previous
         message = self.shared[key] = Shared(built)
         return message
+
+
+def _waiting(verdict: Verdict, position: int | None, can_ask: bool) -> Message:
+    return {
+        "type": "waiting",
+        "reason": verdict.reason.value,
+        "position": position,
+        "can_ask": can_ask,
+        "can_join": verdict.decision is Decision.JOIN_NOW,
+    }
 
 
 def call_status_for(room: Room, view: View, now: float) -> CallStatus:
@@ -175,11 +195,19 @@ def notices(pid: ParticipantId, events: Iterable[Event]) -> list[Message]:
             out.append({"type": "admitted", "session_id": event.session, "by": admitted_by})
         elif kind is EventKind.DENIED:
             out.append({"type": "denied", "message": event.message})
-        elif kind in (EventKind.PATIENT_EXITED, EventKind.CLINICIAN_EXITED) and (
-            event.cause is ExitCause.SESSION_ENDED
-        ):
-            out.append({"type": "ended", "session_id": event.session})
+        elif kind in (EventKind.PATIENT_EXITED, EventKind.CLINICIAN_EXITED):
+            reason = ENDED_BECAUSE.get(event.cause) if event.cause is not None else None
+            if reason is not None:
+                out.append({"type": "ended", "session_id": event.session, "reason": reason})
     return out
+
+
+# Why a call ended, as ``ended.reason`` says it: the host ended it, or it ended by itself.
+ENDED_BECAUSE = {
+    ExitCause.SESSION_ENDED: "host_ended",
+    ExitCause.HOST_ABSENT: "host_absent",
+    ExitCause.WINDOW_CLOSED: "window_closed",
+}
 
 
 class Notices:

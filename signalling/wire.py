@@ -150,10 +150,12 @@ CLIENT_MESSAGES: dict[str, tuple[Field, ...]] = {
         _str("resume", 4096, required=False),
         _str("name", 200, required=False),
         Field("protocol", int, required=False),
+        Field("features", list, required=False),
     ),
     "knock": (),
+    "join": (),
     "knock_cancel": (),
-    "start": (),
+    "start": (_str("appointment", _ID, required=False),),
     "admit": (_str("participant_id", _ID),),
     "deny": (_str("participant_id", _ID), _str("message", 500, required=False)),
     "admit_all": (),
@@ -187,6 +189,25 @@ def _validate(message: Message, schema: tuple[Field, ...]) -> None:
             )
     if message["type"] == "candidate" and message["candidate"] is not None:
         _validate_candidate(message["candidate"])
+    if message["type"] == "hello" and "features" in message:
+        _validate_features(message["features"])
+
+
+MAX_FEATURES = 16
+_FEATURE = 32
+
+
+def _validate_features(features: list[object]) -> None:
+    """``hello.features``: what the client can do, as short strings (unknown ones are
+    ignored, so a client may name features this server does not have)."""
+    if len(features) > MAX_FEATURES or not all(
+        isinstance(f, str) and len(f) <= _FEATURE for f in features
+    ):
+        raise InvalidMessage(
+            f"features must be a list of at most {MAX_FEATURES} strings of at most "
+            f"{_FEATURE} characters",
+            {"field": "features", "max_length": MAX_FEATURES},
+        )
 
 
 def _validate_candidate(candidate: Mapping[str, object]) -> None:

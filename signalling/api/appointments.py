@@ -140,7 +140,7 @@ class Appointments:
         if appointment.room_id is None:
             return call.ok([], room_id=None)
         events = await EventLog(self.ctx.redis).read(appointment.room_id)
-        timeline = activity([e for _, e in events], appointment.id, self.window(appointment))
+        timeline = activity([e for _, e in events], appointment.id)
         return call.ok(timeline, room_id=appointment.room_id)
 
     async def present(self, appointments: list[Appointment]) -> list[dict[str, Any]]:
@@ -383,36 +383,44 @@ def to_json(a: Appointment, call_status: CallStatus | None) -> dict[str, Any]:
     }
 
 
-def activity(
-    events: list[Event], appointment: AppointmentId, window: JoinWindow
-) -> list[dict[str, Any]]:
-    """The events of ``appointment`` in its room's stream: those of its calls, and those of
-    no call within its join window. Who and what, never names."""
-    roles: dict[ParticipantId, Role] = {}
+# What an appointment's activity shows (seed 000's Room Activity): arrivals and
+# departures of its people, knocks, the host's decisions, entries and exits of its call, and
+# the call's start and end. Connections lost and regained within their grace period (a
+# reload, a network blip) are not activity.
+ACTIVITY_KINDS = frozenset(EventKind) - {EventKind.DISCONNECTED, EventKind.RECONNECTED}
+
+
+def activity(events: list[Event], appointment: AppointmentId) -> list[dict[str, Any]]:
+    """The events of ``appointment`` in its room's stream: those of its calls (sessions
+    started for it), and those of the people whose links are for it, never another
+    appointment's. The clinician's own comings and goings in the room are not any one
+    appointment's: only its entries and exits of this appointment's calls are shown. Who
+    and what, never names."""
+    people: dict[ParticipantId, tuple[Role, AppointmentId | None]] = {}
     sessions: dict[SessionId, AppointmentId | None] = {}
     out: list[dict[str, Any]] = []
     for event in events:
-        if event.kind is EventKind.ARRIVED and event.participant is not None:
+        pid = event.participant
+        if event.kind is EventKind.ARRIVED and pid is not None:
             assert event.role is not None
-            roles[event.participant] = event.role
+            people[pid] = (event.role, event.appointment)
         if event.kind is EventKind.SESSION_STARTED and event.session is not None:
             sessions[event.session] = event.appointment
+        role, theirs = people.get(pid, (None, None)) if pid is not None else (None, None)
         if event.session is not None:
             ours = sessions.get(event.session) == appointment
         else:
-            ours = window.opens_at <= event.at <= window.closes_at
-        if not ours:
-            continue
-        role = roles.get(event.participant) if event.participant is not None else None
-        out.append(
-            {
-                "kind": event.kind.value,
-                "at": format_time(event.at),
-                "participant_id": event.participant,
-                "role": _value(role),
-                "actor_id": event.actor,
-            }
-        )
+            ours = role is not Role.HOST and theirs == appointment
+        if ours and event.kind in ACTIVITY_KINDS:
+            out.append(
+                {
+                    "kind": event.kind.value,
+                    "at": format_time(event.at),
+                    "participant_id": pid,
+                    "role": _value(role),
+                    "actor_id": event.actor,
+                }
+            )
     return out
 
 

@@ -1,10 +1,11 @@
-"""The admission policy (seed 002): entry decisions, Ask to Join, host-only actions, names,
-and who may signal whom.
+"""The admission policy (seeds 001 and 002): entry decisions for the appointment of each
+link, Ask to Join, Join now, host-only actions, names, and who may signal whom.
 
 Synchronous and pure like the room tests: each policy function is called with an explicit
 ``now`` and the events it returns are compared whole. A call that raises must leave the
 room exactly as it was (`assert_rejected`); story tests also check that the events they
-collected fold back into the same room.
+collected fold back into the same room (`assert_folds`). The stories of a persistent room
+serving one appointment after another are in test_door.py.
 """
 
 from __future__ import annotations
@@ -16,91 +17,55 @@ import pytest
 from admission import policy
 from admission.errors import (
     AdmissionError,
+    CallInProgress,
     Forbidden,
     InvalidName,
     NameRequired,
     NotInCall,
     PeerNotAdmitted,
+    UnknownAppointment,
 )
-from admission.policy import MAX_NAME_LENGTH, Decision, decide, display_name
+from admission.policy import MAX_NAME_LENGTH, Decision, Verdict, decide, display_name
 from rooms import (
     Event,
-    EventKind,
     ExitCause,
     InvalidState,
     ParticipantId,
     Role,
     Room,
     RoomError,
-    RoomId,
-    SessionId,
     SessionNotStarted,
     Stage,
     UnknownParticipant,
     WaitReason,
 )
-from tests.rooms.support import (
-    APPT,
-    GRACE,
-    HOST,
-    NOBODY,
-    ROOM_ID,
-    S1,
-    S2,
-    A,
-    B,
-    C,
-    D,
-    E,
+from rooms.participants import NO_BOOKING, Booking
+from tests.admission.support import (
+    APPT2,
+    CLOSES_AFTER,
+    ENDS,
+    STARTS,
     K,
-    assert_rejected,
-    state,
+    arrive,
+    arrived,
+    assert_folds,
+    booked,
+    entered,
+    hosted,
+    knocked,
+    room_with_host,
+    stages,
+    start,
+    waiting_ids,
 )
+from tests.rooms.support import APPT, HOST, NOBODY, S1, S2, A, B, C, D, E, assert_rejected, state
+
+R = WaitReason
+NO_LINK = booked(None, capacity=None)  # a link without an appointment
 
 
-def assert_folds(room: Room, log: list[Event]) -> None:
-    """The events collected, and their storage records, rebuild the room."""
-    for events in (log, [Event.from_record(event.to_record()) for event in log]):
-        rebuilt = Room(ROOM_ID)
-        rebuilt.apply_all(events)
-        assert state(rebuilt) == state(room)
-    assert room.version == len(log)
-
-
-def arrive(
-    room: Room, pid: ParticipantId, role: Role, now: float, name: str | None = None
-) -> list[Event]:
-    return policy.arrive(room, pid, role, name=name, subject=None, now=now)
-
-
-def start(room: Room, *, capacity: int = 2, now: float = 1.0) -> list[Event]:
-    return policy.start(room, HOST, session=S1, appointment=APPT, capacity=capacity, now=now)
-
-
-def room_with_host() -> Room:
-    room = Room(ROOM_ID)
-    arrive(room, HOST, Role.HOST, 0.0, "Dr Lee")
-    return room
-
-
-def arrived(pid: ParticipantId, role: Role, now: float, name: str | None = None) -> Event:
-    return Event(K.ARRIVED, now, actor=pid, participant=pid, role=role, name=name)
-
-
-def knocked(pid: ParticipantId, now: float, reason: WaitReason) -> Event:
-    return Event(K.KNOCKED, now, actor=pid, participant=pid, reason=reason)
-
-
-def entered(pid: ParticipantId, now: float, actor: ParticipantId | None = None) -> Event:
-    return Event(K.PATIENT_ENTERED, now, actor=actor or pid, participant=pid, session=S1)
-
-
-def stages(room: Room) -> dict[ParticipantId, Stage]:
-    return {pid: p.stage for pid, p in room.participants.items()}
-
-
-def waiting_ids(room: Room) -> list[ParticipantId]:
-    return [p.id for p in room.waiting()]
+def verdict(room: Room, pid: ParticipantId) -> Verdict:
+    return decide(room, room.get(pid))
 
 
 # -- decide ----------------------------------------------------------------------------------
@@ -108,26 +73,89 @@ def waiting_ids(room: Room) -> list[ParticipantId]:
 
 @pytest.mark.parametrize("role", [Role.PATIENT, Role.GUEST])
 def test_decide_before_the_call_everyone_waits_for_the_host(role: Role) -> None:
-    assert decide(room_with_host(), role) is Decision.WAIT_FOR_HOST
-
-
-def test_decide_during_the_call() -> None:
     room = room_with_host()
-    start(room, capacity=1)
-    # The host does not count against capacity.
-    assert decide(room, Role.GUEST) is Decision.JOIN_NOW
-    assert decide(room, Role.PATIENT) is Decision.JOIN_NOW
+    arrive(room, A, role, 1.0, "Al")
+    assert verdict(room, A) == Verdict(Decision.WAIT, R.HOST_NOT_STARTED)
+
+
+def test_decide_in_the_call_of_its_own_appointment() -> None:
+    room = room_with_host(capacity=1)
+    start(room)
     arrive(room, A, Role.PATIENT, 2.0)
-    assert room.occupancy() == 1
-    assert decide(room, Role.GUEST) is Decision.ASK_TO_JOIN
-    assert decide(room, Role.PATIENT) is Decision.JOIN_NOW
-    arrive(room, B, Role.PATIENT, 3.0)  # over capacity: booked patients still join
-    assert room.occupancy() == 2
-    assert decide(room, Role.PATIENT) is Decision.JOIN_NOW
+    arrive(room, B, Role.PATIENT, 3.0)  # over capacity: a booked patient still enters
+    assert stages(room) == {HOST: Stage.IN_CALL, A: Stage.IN_CALL, B: Stage.IN_CALL}
+    assert room.occupancy() == 2  # the host does not count against capacity
+    arrive(room, C, Role.GUEST, 4.0, "Cy")  # the appointment's general link, at capacity
+    assert verdict(room, C) == Verdict(Decision.ASK_TO_JOIN, R.AT_CAPACITY)
+    room.leave(A, 5.0)
+    room.leave(B, 5.0)
+    assert verdict(room, C) == Verdict(Decision.JOIN_NOW, R.HOST_READY)
 
 
-def test_decision_values_are_stable() -> None:
-    assert [d.value for d in Decision] == ["join_now", "wait_for_host", "ask_to_join"]
+def test_decide_another_appointment_waits_for_its_own_call() -> None:
+    room = room_with_host()
+    start(room)
+    arrive(room, A, Role.PATIENT, 2.0, booking=booked(APPT2))
+    arrive(room, C, Role.GUEST, 3.0, "Cy", booking=booked(APPT2))
+    assert verdict(room, A) == Verdict(Decision.WAIT, R.HOST_BUSY)
+    assert verdict(room, C) == Verdict(Decision.WAIT, R.HOST_BUSY)
+    assert waiting_ids(room) == [A, C]
+    assert stages(room)[A] is Stage.WAITING
+
+
+@pytest.mark.parametrize("role", [Role.PATIENT, Role.GUEST])
+def test_decide_a_link_without_an_appointment_asks_in_an_appointments_call(role: Role) -> None:
+    room = room_with_host()
+    start(room)
+    arrive(room, C, role, 2.0, "Cy", booking=NO_LINK)
+    assert verdict(room, C) == Verdict(Decision.ASK_TO_JOIN, R.NOT_BOOKED)
+    assert room.get(C).stage is Stage.LOBBY
+
+
+@pytest.mark.parametrize("role", [Role.PATIENT, Role.GUEST])
+def test_decide_an_ad_hoc_call_takes_links_without_an_appointment_by_capacity(
+    role: Role,
+) -> None:
+    room = room_with_host(capacity=1, appointment=None)
+    start(room)
+    assert room.active_session is not None
+    assert room.active_session.appointment is None
+    arrive(room, A, role, 2.0, "Al", booking=NO_LINK)
+    assert room.get(A).stage is Stage.IN_CALL
+    arrive(room, C, role, 3.0, "Cy", booking=NO_LINK)
+    assert verdict(room, C) == Verdict(Decision.ASK_TO_JOIN, R.AT_CAPACITY)
+    # A booked patient does not walk into an ad-hoc call: it is not its appointment's.
+    arrive(room, D, Role.PATIENT, 4.0, booking=booked())
+    assert verdict(room, D) == Verdict(Decision.WAIT, R.HOST_BUSY)
+
+
+def test_decide_needs_a_host_in_the_call() -> None:
+    room = room_with_host()
+    start(room)
+    arrive(room, A, Role.PATIENT, 2.0)
+    room.disconnect(HOST, 3.0)  # within its grace the host is still present
+    arrive(room, B, Role.PATIENT, 4.0)
+    assert room.get(B).stage is Stage.IN_CALL
+    room.expire(3.0 + 30.0, 30.0)  # gone
+    assert HOST not in room.participants
+    arrive(room, C, Role.PATIENT, 40.0)
+    assert verdict(room, C) == Verdict(Decision.WAIT, R.HOST_AWAY)
+    assert waiting_ids(room) == [C]
+    # The host back in the lobby is not in the call either.
+    arrive(room, HOST, Role.HOST, 41.0, "Dr Lee", booking=booked())
+    assert verdict(room, C) == Verdict(Decision.WAIT, R.HOST_AWAY)
+
+
+def test_decision_and_reason_values_are_stable() -> None:
+    assert [d.value for d in Decision] == ["join_now", "ask_to_join", "wait"]
+    assert [r.value for r in WaitReason] == [
+        "host_not_started",
+        "host_away",
+        "host_busy",
+        "at_capacity",
+        "not_booked",
+        "host_ready",
+    ]
 
 
 # -- display_name ----------------------------------------------------------------------------
@@ -205,9 +233,11 @@ def test_display_name_others_may_have_none(role: Role) -> None:
 
 
 def test_arrive_the_host_stays_in_the_lobby_until_it_starts() -> None:
-    room = Room(ROOM_ID)
-    assert arrive(room, HOST, Role.HOST, 0.0, "Dr Lee") == [arrived(HOST, Role.HOST, 0.0, "Dr Lee")]
+    room = Room(room_with_host().id)
+    events = arrive(room, HOST, Role.HOST, 0.0, "Dr Lee", booking=booked(capacity=3))
+    assert events == [arrived(HOST, Role.HOST, 0.0, "Dr Lee", booked(capacity=3))]
     assert stages(room) == {HOST: Stage.LOBBY}
+    assert room.get(HOST).booking == Booking(APPT, STARTS, ENDS, 3)
 
 
 @pytest.mark.parametrize("role", [Role.PATIENT, Role.GUEST])
@@ -215,19 +245,18 @@ def test_arrive_before_the_call_waits_for_the_host(role: Role) -> None:
     room = room_with_host()
     assert arrive(room, C, role, 1.0, "Cy") == [
         arrived(C, role, 1.0, "Cy"),
-        knocked(C, 1.0, WaitReason.HOST_NOT_STARTED),
+        knocked(C, 1.0, R.HOST_NOT_STARTED),
     ]
     assert room.get(C).stage is Stage.WAITING
-    assert room.wait_reason() is WaitReason.HOST_NOT_STARTED
 
 
 def test_arrive_before_the_host_is_even_here() -> None:
-    room = Room(ROOM_ID)
+    room = Room(room_with_host().id)
     assert [e.kind for e in arrive(room, A, Role.PATIENT, 1.0)] == [K.ARRIVED, K.KNOCKED]
 
 
 @pytest.mark.parametrize("role", [Role.PATIENT, Role.GUEST])
-def test_arrive_during_the_call_under_capacity_joins_now(role: Role) -> None:
+def test_arrive_in_its_own_call_under_capacity_joins_now(role: Role) -> None:
     room = room_with_host()
     start(room)
     assert arrive(room, C, role, 2.0, "Cy") == [arrived(C, role, 2.0, "Cy"), entered(C, 2.0)]
@@ -235,23 +264,36 @@ def test_arrive_during_the_call_under_capacity_joins_now(role: Role) -> None:
 
 
 def test_arrive_a_guest_at_capacity_stays_in_the_lobby() -> None:
-    room = room_with_host()
-    start(room, capacity=1)
+    room = room_with_host(capacity=1)
+    start(room)
     arrive(room, A, Role.PATIENT, 2.0)
     assert arrive(room, C, Role.GUEST, 3.0, "Cy") == [arrived(C, Role.GUEST, 3.0, "Cy")]
     assert room.get(C).stage is Stage.LOBBY
     assert room.waiting() == []
-    assert decide(room, Role.GUEST) is Decision.ASK_TO_JOIN
+
+
+def test_arrive_with_join_now_waits_to_be_told_and_to_confirm() -> None:
+    room = room_with_host()
+    start(room)
+    events = arrive(room, A, Role.PATIENT, 2.0, join_now=True)
+    assert events == [
+        arrived(A, Role.PATIENT, 2.0, join_now=True),
+        knocked(A, 2.0, R.HOST_READY),
+    ]
+    assert verdict(room, A) == Verdict(Decision.JOIN_NOW, R.HOST_READY)
+    assert room.get(A).stage is Stage.WAITING
+    assert policy.ask(room, A, 3.0) == [entered(A, 3.0)]  # Join now
+    assert room.get(A).stage is Stage.IN_CALL
 
 
 def test_arrive_again_while_connected_keeps_the_place() -> None:
-    room = room_with_host()
+    room = room_with_host(capacity=1)
     arrive(room, A, Role.PATIENT, 1.0)
     arrive(room, C, Role.GUEST, 2.0, "Cy")
     before = state(room)
     assert arrive(room, A, Role.PATIENT, 3.0) == []
     assert state(room) == before
-    start(room, capacity=1, now=4.0)  # A joins by the rule; C stays waiting
+    start(room, now=4.0)  # A joins by the rule; C stays waiting
     assert stages(room) == {HOST: Stage.IN_CALL, A: Stage.IN_CALL, C: Stage.WAITING}
     before = state(room)
     assert arrive(room, A, Role.PATIENT, 5.0) == []
@@ -259,17 +301,23 @@ def test_arrive_again_while_connected_keeps_the_place() -> None:
     assert state(room) == before
 
 
-def test_arrive_after_a_lost_connection_keeps_the_place() -> None:
-    room = room_with_host()
+def test_arrive_after_a_lost_connection_keeps_the_place_and_the_booking() -> None:
+    room = room_with_host(capacity=1)
     for now, pid in enumerate((A, C, D), start=1):
         arrive(room, pid, Role.GUEST, float(now), "N")
     room.disconnect(A, 4.0)
-    assert arrive(room, A, Role.GUEST, 5.0, "N") == [
-        Event(K.RECONNECTED, 5.0, actor=A, participant=A)
+    # The link a participant comes back with does not move it to another appointment.
+    assert arrive(room, A, Role.GUEST, 5.0, "N", booking=booked(APPT2), join_now=True) == [
+        Event(K.RECONNECTED, 5.0, actor=A, participant=A, join_now=True)
     ]
+    assert room.get(A).booking == booked(capacity=None)
+    assert room.get(A).join_now  # but its new client may confirm its entry
     assert waiting_ids(room) == [A, C, D]
     assert room.get(A).knocked_at == 1.0
-    start(room, capacity=1, now=6.0)  # A first in line, so A is let in
+    room.disconnect(A, 5.5)
+    arrive(room, A, Role.GUEST, 5.8, "N")
+    assert not room.get(A).join_now
+    start(room, now=6.0)  # A first in line, so A is let in
     room.disconnect(A, 7.0)
     assert [e.kind for e in arrive(room, A, Role.GUEST, 8.0, "N")] == [K.RECONNECTED]
     assert room.get(A).stage is Stage.IN_CALL
@@ -277,8 +325,8 @@ def test_arrive_after_a_lost_connection_keeps_the_place() -> None:
 
 
 def test_arrive_after_a_lost_connection_in_the_lobby_applies_the_rule_again() -> None:
-    room = room_with_host()
-    start(room, capacity=1)
+    room = room_with_host(capacity=1)
+    start(room)
     arrive(room, A, Role.GUEST, 2.0, "Al")
     arrive(room, C, Role.GUEST, 3.0, "Cy")  # at capacity: stays in the lobby
     room.disconnect(C, 4.0)
@@ -303,23 +351,29 @@ def test_arrive_with_another_role_is_refused() -> None:
     )
 
 
-# -- ask -------------------------------------------------------------------------------------
+# -- ask (knock, join) -----------------------------------------------------------------------
 
 
 def test_ask_at_capacity_waits_for_the_host() -> None:
-    room = room_with_host()
-    start(room, capacity=1)
+    room = room_with_host(capacity=1)
+    start(room)
     arrive(room, A, Role.PATIENT, 2.0)
     arrive(room, C, Role.GUEST, 3.0, "Cy")
-    assert policy.ask(room, C, 4.0) == [knocked(C, 4.0, WaitReason.AT_CAPACITY)]
+    assert policy.ask(room, C, 4.0) == [knocked(C, 4.0, R.AT_CAPACITY)]
     assert waiting_ids(room) == [C]
     assert room.position(C) == 1
-    assert room.wait_reason() is WaitReason.AT_CAPACITY
+
+
+def test_ask_without_an_appointment_waits_for_the_host() -> None:
+    room = room_with_host()
+    start(room)
+    arrive(room, C, Role.GUEST, 2.0, "Cy", booking=NO_LINK)
+    assert policy.ask(room, C, 3.0) == [knocked(C, 3.0, R.NOT_BOOKED)]
 
 
 def test_ask_under_capacity_joins_now() -> None:
-    room = room_with_host()
-    start(room, capacity=1)
+    room = room_with_host(capacity=1)
+    start(room)
     arrive(room, A, Role.GUEST, 2.0, "Al")
     arrive(room, C, Role.GUEST, 3.0, "Cy")
     room.leave(A, 4.0)
@@ -332,12 +386,12 @@ def test_ask_from_the_lobby_after_the_call_ended_waits_for_the_host() -> None:
     arrive(room, A, Role.PATIENT, 2.0)
     policy.end(room, HOST, 3.0)
     assert room.get(A).stage is Stage.LOBBY
-    assert policy.ask(room, A, 4.0) == [knocked(A, 4.0, WaitReason.HOST_NOT_STARTED)]
+    assert policy.ask(room, A, 4.0) == [knocked(A, 4.0, R.HOST_NOT_STARTED)]
 
 
 def test_ask_errors() -> None:
-    room = room_with_host()
-    start(room, capacity=1)
+    room = room_with_host(capacity=1)
+    start(room)
     arrive(room, A, Role.PATIENT, 2.0)
     arrive(room, C, Role.GUEST, 3.0, "Cy")
     policy.ask(room, C, 4.0)
@@ -348,33 +402,141 @@ def test_ask_errors() -> None:
     error = assert_rejected(room, InvalidState, "invalid_state", lambda: policy.ask(room, C, 5.0))
     assert error.message == "cannot knock for p_c: participant is waiting"
     error = assert_rejected(room, InvalidState, "invalid_state", lambda: policy.ask(room, A, 5.0))
-    assert error.message == "cannot knock for p_a: participant is in_call"
+    assert error.message == "cannot ask to join for p_a: already in the call"
     assert_rejected(
         room, UnknownParticipant, "unknown_participant", lambda: policy.ask(room, NOBODY, 5.0)
     )
 
 
-# -- start, end, admit, admit_all, deny ------------------------------------------------------
+# -- start -----------------------------------------------------------------------------------
 
 
 def test_start_with_nobody_waiting() -> None:
-    room = room_with_host()
-    assert start(room, capacity=3, now=1.0) == [
-        Event(K.SESSION_STARTED, 1.0, actor=HOST, session=S1, appointment=APPT, capacity=3),
+    room = room_with_host(capacity=3)
+    assert start(room, now=1.0) == [
+        Event(
+            K.SESSION_STARTED,
+            1.0,
+            actor=HOST,
+            session=S1,
+            appointment=APPT,
+            capacity=3,
+            closes_at=ENDS + CLOSES_AFTER,
+        ),
         Event(K.CLINICIAN_ENTERED, 1.0, actor=HOST, participant=HOST, session=S1),
+    ]
+    session = room.active_session
+    assert session is not None
+    assert (session.closes_at, session.host_away_since) == (ENDS + CLOSES_AFTER, None)
+
+
+def test_start_an_ad_hoc_call_has_no_window() -> None:
+    room = room_with_host(capacity=2, appointment=None)
+    events = start(room)
+    assert events[0] == Event(
+        K.SESSION_STARTED, 1.0, actor=HOST, session=S1, appointment=None, capacity=2
+    )
+
+
+def test_start_without_any_capacity_on_the_link_takes_one() -> None:
+    room = Room(room_with_host().id)
+    arrive(room, HOST, Role.HOST, 0.0, booking=NO_BOOKING)
+    assert start(room)[0].capacity == 1
+
+
+def test_start_for_an_appointment_of_someone_in_the_room() -> None:
+    """A clinician's persistent link has no appointment: the call of the next appointment
+    takes its times and capacity from the links of those who came for it."""
+    room = room_with_host(capacity=1, appointment=None)
+    later = booked(APPT2, capacity=3, starts_at=5000.0, ends_at=5600.0)
+    arrive(room, A, Role.PATIENT, 1.0, booking=later)
+    arrive(room, C, Role.GUEST, 2.0, "Cy", booking=booked(APPT2, capacity=2, ends_at=5600.0))
+    events = start(room, now=3.0, appointment=APPT2)
+    assert events == [
+        Event(
+            K.SESSION_STARTED,
+            3.0,
+            actor=HOST,
+            session=S1,
+            appointment=APPT2,
+            capacity=3,
+            closes_at=5600.0 + CLOSES_AFTER,
+        ),
+        Event(K.CLINICIAN_ENTERED, 3.0, actor=HOST, participant=HOST, session=S1),
+        entered(A, 3.0),
+        entered(C, 3.0),  # capacity 3 from the patient's link
+    ]
+
+
+def test_start_for_an_appointment_nobody_here_has_a_link_for() -> None:
+    room = room_with_host()
+    arrive(room, A, Role.PATIENT, 1.0)
+    error = assert_rejected(
+        room,
+        UnknownAppointment,
+        "unknown_appointment",
+        lambda: start(room, appointment=APPT2),
+    )
+    assert error.details == {"appointment": APPT2}
+    assert error.message == "cannot start a call for apt_2: no link for it is in this room"
+
+
+def test_start_naming_the_hosts_own_appointment() -> None:
+    room = room_with_host(capacity=2)
+    assert start(room, appointment=APPT)[0].appointment == APPT
+
+
+def test_start_while_another_appointments_call_is_active() -> None:
+    room = room_with_host()
+    arrive(room, A, Role.PATIENT, 1.0, booking=booked(APPT2))
+    start(room, now=2.0)
+    room.leave(HOST, 3.0)
+    arrive(room, HOST, Role.HOST, 4.0, booking=booked())
+    error = assert_rejected(
+        room,
+        CallInProgress,
+        "call_in_progress",
+        lambda: start(room, now=5.0, appointment=APPT2),
+    )
+    assert error.details == {"appointment": APPT2, "active": APPT}
+    # Rejoining the active call, named or not, works.
+    assert start(room, now=6.0, appointment=APPT) == [
+        Event(K.CLINICIAN_ENTERED, 6.0, actor=HOST, participant=HOST, session=S1)
     ]
 
 
 def test_start_errors_from_the_room_change_nothing() -> None:
     room = room_with_host()
-    assert_rejected(room, InvalidState, "invalid_state", lambda: start(room, capacity=0))
     start(room)
-    assert_rejected(room, InvalidState, "invalid_state", lambda: start(room, now=2.0))
+    error = assert_rejected(room, InvalidState, "invalid_state", lambda: start(room, now=2.0))
+    assert error.message == "cannot start: p_host is already in the call"
+
+
+def test_start_lets_in_only_the_people_of_the_call_being_started() -> None:
+    room = room_with_host(capacity=1)
+    arrive(room, A, Role.PATIENT, 1.0, booking=booked(APPT2))  # the next appointment
+    arrive(room, B, Role.PATIENT, 2.0)  # this one's patient
+    arrive(room, C, Role.GUEST, 3.0, "Cy", booking=NO_LINK)  # no appointment
+    arrive(room, D, Role.PATIENT, 4.0, join_now=True)  # this one's, confirms its own entry
+    events = start(room, now=5.0)
+    assert events[2:] == [entered(B, 5.0)]
+    assert stages(room) == {
+        HOST: Stage.IN_CALL,
+        A: Stage.WAITING,
+        B: Stage.IN_CALL,
+        C: Stage.WAITING,
+        D: Stage.WAITING,
+    }
+    assert [verdict(room, p).reason for p in (A, C, D)] == [
+        R.HOST_BUSY,
+        R.NOT_BOOKED,
+        R.HOST_READY,
+    ]
 
 
 def test_rejoin_lets_the_waiting_room_in_by_the_rule() -> None:
-    room = room_with_host()
-    start(room, capacity=1)
+    room = room_with_host(capacity=1)
+    start(room)
     arrive(room, A, Role.GUEST, 2.0, "Al")
     arrive(room, C, Role.GUEST, 3.0, "Cy")
     arrive(room, D, Role.GUEST, 3.5, "Di")
@@ -383,12 +545,15 @@ def test_rejoin_lets_the_waiting_room_in_by_the_rule() -> None:
     room.leave(HOST, 5.0)
     room.leave(A, 6.0)  # a place is free, but nobody decides while the host is away
     assert waiting_ids(room) == [C, D]
-    arrive(room, HOST, Role.HOST, 7.0)
-    assert start(room, capacity=1, now=8.0) == [
+    arrive(room, HOST, Role.HOST, 7.0, booking=booked(capacity=1))
+    assert start(room, now=8.0) == [
         Event(K.CLINICIAN_ENTERED, 8.0, actor=HOST, participant=HOST, session=S1),
         entered(C, 8.0),
     ]
     assert waiting_ids(room) == [D]
+
+
+# -- end, admit, admit_all, deny -------------------------------------------------------------
 
 
 def test_end() -> None:
@@ -415,6 +580,9 @@ def test_end() -> None:
         Event(K.SESSION_ENDED, 3.0, actor=HOST, session=S1),
     ]
     assert room.active_session is None
+    assert room.session is not None
+    assert room.session.end_cause is None
+    assert room.ended(APPT)
     assert_rejected(
         room, SessionNotStarted, "session_not_started", lambda: policy.end(room, HOST, 4.0)
     )
@@ -442,13 +610,45 @@ def test_admit_and_deny_need_a_waiting_participant() -> None:
     )
 
 
+def test_the_host_may_admit_someone_of_another_appointment_by_hand() -> None:
+    room = room_with_host()
+    start(room)
+    arrive(room, A, Role.PATIENT, 2.0, booking=booked(APPT2))
+    assert policy.admit(room, HOST, A, 3.0) == [
+        Event(K.ADMITTED, 3.0, actor=HOST, participant=A, session=S1),
+        entered(A, 3.0, actor=HOST),
+    ]
+
+
+def test_admit_all_leaves_those_waiting_for_another_appointment() -> None:
+    room, log = hosted(capacity=1)
+    log += start(room)
+    log += arrive(room, A, Role.PATIENT, 2.0)
+    log += arrive(room, B, Role.PATIENT, 2.5, booking=booked(APPT2))  # waits: host_busy
+    for now, pid, booking in [(3.0, E, None), (4.0, C, NO_LINK), (5.0, D, None)]:
+        log += arrive(room, pid, Role.GUEST, now, "N", booking=booking)
+        log += policy.ask(room, pid, now + 0.5)
+    assert waiting_ids(room) == [B, E, C, D]
+    log += policy.admit(room, HOST, D, 6.0)  # one by hand first
+    events = policy.admit_all(room, HOST, 7.0)
+    assert events == [
+        Event(K.ADMITTED, 7.0, actor=HOST, participant=E, session=S1),
+        entered(E, 7.0, actor=HOST),
+        Event(K.ADMITTED, 7.0, actor=HOST, participant=C, session=S1),
+        entered(C, 7.0, actor=HOST),
+    ]
+    log += events
+    assert waiting_ids(room) == [B]
+    assert room.occupancy() == 4  # the host's decision is not bound by capacity
+    assert policy.admit_all(room, HOST, 8.0) == []
+    assert_folds(room, log)
+
+
 HostAction = Callable[[Room, ParticipantId], list[Event]]
 HOST_ACTIONS: dict[str, tuple[str, HostAction]] = {
     "start": (
         "only the host may start the call",
-        lambda room, actor: policy.start(
-            room, actor, session=S2, appointment=None, capacity=5, now=9.0
-        ),
+        lambda room, actor: policy.start(room, actor, session=S2, now=9.0),
     ),
     "end": ("only the host may end the call", lambda room, actor: policy.end(room, actor, 9.0)),
     "admit": ("only the host may admit", lambda room, actor: policy.admit(room, actor, C, 9.0)),
@@ -463,8 +663,8 @@ HOST_ACTIONS: dict[str, tuple[str, HostAction]] = {
 def room_with_a_knock() -> Room:
     """Started at capacity 1: patient A and admitted guest D in the call; guests E and C
     asked after it was full and wait, in that order."""
-    room = room_with_host()
-    start(room, capacity=1)
+    room = room_with_host(capacity=1)
+    start(room)
     arrive(room, A, Role.PATIENT, 2.0)
     arrive(room, D, Role.GUEST, 3.0, "Di")
     policy.ask(room, D, 3.5)
@@ -574,233 +774,10 @@ def test_check_signal_after_the_call_ended() -> None:
     assert_rejected(room, NotInCall, "not_in_call", lambda: policy.check_signal(room, HOST, A))
 
 
-# -- seed 002 --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("c_logged_in", [True, False], ids=["portal", "link"])
-def test_seed_002_scenario_1_last_minute_guest_under_capacity(c_logged_in: bool) -> None:
-    """Booked for A and B (capacity 2); C got the link. C comes before A and B have both
-    joined: Join now. A and B still join at once, whatever the count."""
-    log: list[Event] = []
-    room = Room(ROOM_ID)
-    log += arrive(room, HOST, Role.HOST, 0.0, "Dr Lee")
-    log += start(room, capacity=2, now=1.0)
-    events = arrive(room, A, Role.PATIENT, 2.0)
-    assert events == [arrived(A, Role.PATIENT, 2.0), entered(A, 2.0)]
-    log += events
-    # A portal user has a token name; a link user types one.
-    name = display_name(Role.GUEST, "Cy Portal" if c_logged_in else None, " Cy  Link ")
-    assert name == ("Cy Portal" if c_logged_in else "Cy Link")
-    events = arrive(room, C, Role.GUEST, 3.0, name)
-    assert events == [arrived(C, Role.GUEST, 3.0, name), entered(C, 3.0)]
-    log += events
-    assert room.occupancy() == 2
-    events = arrive(room, B, Role.PATIENT, 4.0)
-    assert events == [arrived(B, Role.PATIENT, 4.0), entered(B, 4.0)]
-    log += events
-    assert room.occupancy() == 3
-    assert stages(room) == {
-        HOST: Stage.IN_CALL,
-        A: Stage.IN_CALL,
-        C: Stage.IN_CALL,
-        B: Stage.IN_CALL,
-    }
-    assert_folds(room, log)
-
-
-@pytest.mark.parametrize("c_logged_in", [True, False], ids=["portal", "link"])
-def test_seed_002_scenario_1_last_minute_guest_at_capacity(c_logged_in: bool) -> None:
-    """A and B have both joined: C sees Ask to Join, asks, waits; the host admits or denies."""
-    log: list[Event] = []
-    room = Room(ROOM_ID)
-    log += arrive(room, HOST, Role.HOST, 0.0, "Dr Lee")
-    log += start(room, capacity=2, now=1.0)
-    log += arrive(room, A, Role.PATIENT, 2.0)
-    log += arrive(room, B, Role.PATIENT, 3.0)
-    name = display_name(Role.GUEST, "Cy Portal" if c_logged_in else None, "Cy Link")
-    events = arrive(room, C, Role.GUEST, 4.0, name)
-    assert events == [arrived(C, Role.GUEST, 4.0, name)]  # Ask to Join: no entry, no knock
-    log += events
-    assert decide(room, Role.GUEST) is Decision.ASK_TO_JOIN
-    assert room.get(C).stage is Stage.LOBBY
-    events = policy.ask(room, C, 5.0)
-    assert events == [knocked(C, 5.0, WaitReason.AT_CAPACITY)]
-    log += events
-    assert room.waiting() == [room.get(C)]  # the host sees C under "Waiting to Join"
-    # Late guests queue behind C.
-    log += arrive(room, D, Role.GUEST, 6.0, "Di")
-    log += policy.ask(room, D, 6.5)
-    assert waiting_ids(room) == [C, D]
-
-    events = policy.admit(room, HOST, C, 7.0)
-    assert events == [
-        Event(K.ADMITTED, 7.0, actor=HOST, participant=C, session=S1),
-        entered(C, 7.0, actor=HOST),
-    ]
-    log += events
-    assert room.occupancy() == 3  # the host's decision is not bound by capacity
-    events = policy.deny(room, HOST, D, "this session is full", 8.0)
-    assert events == [
-        Event(K.DENIED, 8.0, actor=HOST, participant=D, message="this session is full"),
-        Event(K.DEPARTED, 8.0, actor=HOST, participant=D, cause=ExitCause.DENIED),
-    ]
-    log += events
-    assert D not in room.participants
-    assert room.waiting() == []
-    assert_folds(room, log)
-
-
-def test_seed_002_admit_all_admits_the_rest_in_order() -> None:
-    log: list[Event] = []
-    room = Room(ROOM_ID)
-    log += arrive(room, HOST, Role.HOST, 0.0)
-    log += start(room, capacity=1, now=1.0)
-    log += arrive(room, A, Role.PATIENT, 2.0)
-    for now, pid in [(3.0, E), (4.0, C), (5.0, D)]:
-        log += arrive(room, pid, Role.GUEST, now, "N")
-        log += policy.ask(room, pid, now + 0.5)
-    log += policy.admit(room, HOST, C, 6.0)  # one by hand first
-    assert waiting_ids(room) == [E, D]
-    events = policy.admit_all(room, HOST, 7.0)
-    assert events == [
-        Event(K.ADMITTED, 7.0, actor=HOST, participant=E, session=S1),
-        entered(E, 7.0, actor=HOST),
-        Event(K.ADMITTED, 7.0, actor=HOST, participant=D, session=S1),
-        entered(D, 7.0, actor=HOST),
-    ]
-    log += events
-    assert room.waiting() == []
-    assert room.occupancy() == 4
-    assert policy.admit_all(room, HOST, 8.0) == []
-    assert_folds(room, log)
-
-
-def test_seed_002_early_arrivals_wait_for_the_host_and_are_let_in_by_the_rule() -> None:
-    """Nobody enters before the host starts; at start the waiting room is let in, in
-    arrival order, by the rule; whoever the rule leaves out keeps waiting, as an ask."""
-    log: list[Event] = []
-    room = Room(ROOM_ID)
-    log += arrive(room, HOST, Role.HOST, 0.0, "Dr Lee")
-    for now, pid, role in [
-        (1.0, C, Role.GUEST),
-        (2.0, A, Role.PATIENT),
-        (3.0, D, Role.GUEST),
-        (4.0, B, Role.PATIENT),
-        (5.0, E, Role.GUEST),
-    ]:
-        events = arrive(room, pid, role, now, "N")
-        assert events == [
-            arrived(pid, role, now, "N"),
-            knocked(pid, now, WaitReason.HOST_NOT_STARTED),
-        ]
-        log += events
-    # The host sees them, in arrival order, waiting for the call to start.
-    assert waiting_ids(room) == [C, A, D, B, E]
-    assert room.wait_reason() is WaitReason.HOST_NOT_STARTED
-    assert all(room.get(pid).stage is Stage.WAITING for pid in (A, B, C, D, E))
-    # Patients cannot get in by asking either.
-    assert_rejected(room, InvalidState, "invalid_state", lambda: policy.ask(room, A, 5.5))
-
-    events = start(room, capacity=2, now=6.0)
-    assert events == [
-        Event(K.SESSION_STARTED, 6.0, actor=HOST, session=S1, appointment=APPT, capacity=2),
-        Event(K.CLINICIAN_ENTERED, 6.0, actor=HOST, participant=HOST, session=S1),
-        entered(C, 6.0),  # first guest: 0 < 2
-        entered(A, 6.0),  # booked patient
-        # D (guest) finds the call at capacity and stays.
-        entered(B, 6.0),  # booked patients get in past waiting guests
-        # E (guest) stays too.
-    ]
-    log += events
-    assert waiting_ids(room) == [D, E]
-    assert room.wait_reason() is WaitReason.AT_CAPACITY
-    assert room.occupancy() == 3
-    # A late booked patient still joins at once; a late guest must ask.
-    log += arrive(room, ParticipantId("p_late"), Role.PATIENT, 7.0)
-    assert room.get(ParticipantId("p_late")).stage is Stage.IN_CALL
-    log += policy.admit_all(room, HOST, 8.0)
-    assert room.waiting() == []
-    assert_folds(room, log)
-
-
-def test_seed_002_the_host_drops_and_the_waiting_room_waits() -> None:
-    """FAQ 4: if the host's connection drops, waiting participants remain waiting; after the
-    grace period the host is removed, and on its return it can admit or deny them as usual."""
-    log: list[Event] = []
-    room = Room(ROOM_ID)
-    log += arrive(room, HOST, Role.HOST, 0.0, "Dr Lee")
-    log += start(room, capacity=1, now=1.0)
-    log += arrive(room, A, Role.PATIENT, 2.0)
-    for now, pid in [(3.0, C), (4.0, D)]:
-        log += arrive(room, pid, Role.GUEST, now, "N")
-        log += policy.ask(room, pid, now)
-    assert waiting_ids(room) == [C, D]
-
-    log += room.disconnect(HOST, 10.0)
-    assert stages(room) == {
-        HOST: Stage.IN_CALL,
-        A: Stage.IN_CALL,
-        C: Stage.WAITING,
-        D: Stage.WAITING,
-    }
-    assert room.expire(10.0 + GRACE - 1.0, GRACE) == []
-    events = room.expire(10.0 + GRACE, GRACE)
-    assert events == [
-        Event(
-            K.CLINICIAN_EXITED,
-            40.0,
-            participant=HOST,
-            cause=ExitCause.TIMED_OUT,
-            session=S1,
-        ),
-        Event(K.DEPARTED, 40.0, participant=HOST, cause=ExitCause.TIMED_OUT),
-    ]
-    log += events
-    assert HOST not in room.participants
-    # The waiting room is untouched, and the call goes on.
-    assert waiting_ids(room) == [C, D]
-    assert [room.position(C), room.position(D)] == [1, 2]
-    assert room.get(A).stage is Stage.IN_CALL
-    assert room.active_session is not None
-
-    # The host comes back: a new arrival, then Rejoin (no new session).
-    events = arrive(room, HOST, Role.HOST, 50.0, "Dr Lee")
-    assert events == [arrived(HOST, Role.HOST, 50.0, "Dr Lee")]
-    log += events
-    events = start(room, capacity=1, now=51.0)
-    assert events == [Event(K.CLINICIAN_ENTERED, 51.0, actor=HOST, participant=HOST, session=S1)]
-    log += events
-    assert waiting_ids(room) == [C, D]  # still at capacity: they keep waiting
-    log += policy.admit(room, HOST, D, 52.0)
-    log += policy.deny(room, HOST, C, None, 53.0)
-    assert room.waiting() == []
-    assert stages(room) == {A: Stage.IN_CALL, D: Stage.IN_CALL, HOST: Stage.IN_CALL}
-    assert_folds(room, log)
-
-
-def test_seed_002_the_host_drops_before_starting() -> None:
-    log: list[Event] = []
-    room = Room(ROOM_ID)
-    log += arrive(room, HOST, Role.HOST, 0.0)
-    log += arrive(room, A, Role.PATIENT, 1.0)
-    log += room.disconnect(HOST, 2.0)
-    log += room.expire(2.0 + GRACE, GRACE)
-    assert waiting_ids(room) == [A]
-    log += arrive(room, HOST, Role.HOST, 40.0)
-    log += start(room, now=41.0)
-    assert room.get(A).stage is Stage.IN_CALL
-    assert_folds(room, log)
-
-
-def test_a_new_call_lets_in_those_back_in_the_lobby_from_the_last_one() -> None:
-    room = Room(RoomId("r"))
-    policy.arrive(room, HOST, Role.HOST, name="Dr", subject="dr", now=1.0)
-    policy.arrive(room, A, Role.PATIENT, name="A", subject="a", now=1.0)
-    policy.start(room, HOST, session=SessionId("s1"), appointment=None, capacity=1, now=2.0)
-    policy.end(room, HOST, 3.0)
-    assert room.get(A).stage is Stage.LOBBY
-    events = policy.start(
-        room, HOST, session=SessionId("s2"), appointment=None, capacity=1, now=4.0
-    )
-    assert [(e.kind, e.participant) for e in events][-1] == (EventKind.PATIENT_ENTERED, A)
-    assert room.get(A).stage is Stage.IN_CALL
+def test_start_takes_the_appointment_of_the_link_the_host_uses_now() -> None:
+    """The clinician is one participant whatever link it opens the room with: the call it
+    starts is for the appointment of the link of this connection, not of its first one."""
+    room = room_with_host(capacity=1)  # first came with APPT's link
+    second = booked(APPT2, capacity=3, ends_at=9000.0)
+    events = policy.start(room, HOST, session=S1, now=1.0, own=second, closes_after=10.0)
+    assert (events[0].appointment, events[0].capacity, events[0].closes_at) == (APPT2, 3, 9010.0)

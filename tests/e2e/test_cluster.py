@@ -330,7 +330,8 @@ async def test_redis_crash_and_restart(nodes: Nodes, redis_server: RedisProcess)
     async with AsyncExitStack() as stack:
         patient = await join(stack, a, room, Role.PATIENT, subject="pat-1", name="Pat")
         assert (await patient.expect("waiting", timeout=T))["position"] == 1
-        host = await join(stack, b, room, Role.HOST, subject="dr-1")
+        # Capacity 2: the patients' links have no appointment, so they enter by capacity.
+        host = await join(stack, b, room, Role.HOST, subject="dr-1", capacity=2)
         await reach(host, "waiting_list", lambda m: ids(m["entries"]) == [patient.participant_id])
         before_client = Redis.from_url(redis_server.url)
         before = await EventLog(before_client).read(RoomId(room))
@@ -400,7 +401,7 @@ async def test_redis_crash_and_restart(nodes: Nodes, redis_server: RedisProcess)
         assert {p["participant_id"]: p["connected"] for p in roster} == {
             host.participant_id: True,
             patient.participant_id: True,
-            newcomer.participant_id: True,  # a booked patient joins a started call at once
+            newcomer.participant_id: True,  # under capacity, it joins a started call at once
         }
         assert host.close_code is None
         assert patient.close_code is None

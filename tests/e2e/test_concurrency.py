@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from admission import policy
 from rooms.events import Event, EventKind
 from rooms.ids import ParticipantId, RoomId, SessionId
-from rooms.participants import Stage
+from rooms.participants import Booking, Stage
 from rooms.roles import Role
 from rooms.room import Room
 from signalling.client import Client
@@ -118,6 +118,7 @@ async def test_fifty_guests_knock_through_two_nodes_while_the_host_admits_five(
                 "reason": "at_capacity",
                 "position": None,
                 "can_ask": True,
+                "can_join": False,
             }
             await client.knock()
 
@@ -176,6 +177,7 @@ async def test_fifty_guests_knock_through_two_nodes_while_the_host_admits_five(
                 "reason": "at_capacity",
                 "position": place,
                 "can_ask": False,
+                "can_join": False,
             }, pid
         for pid, client in guests.items():
             pending = [m["type"] for m in client.pending()]
@@ -269,13 +271,17 @@ async def test_two_folds_racing_on_capacity_never_let_in_too_many(
             return float(next(clock))
 
         await a.execute(
-            lambda room: policy.arrive(room, host, Role.HOST, name="Dr", subject="dr", now=now())
-        )
-        await a.execute(
-            lambda room: policy.start(
-                room, host, session=SessionId("s1"), appointment=None, capacity=CAPACITY, now=now()
+            lambda room: policy.arrive(
+                room,
+                host,
+                Role.HOST,
+                name="Dr",
+                subject="dr",
+                now=now(),
+                booking=Booking(capacity=CAPACITY),
             )
         )
+        await a.execute(lambda room: policy.start(room, host, session=SessionId("s1"), now=now()))
         await b.catch_up()  # both folds start level: every conflict below is a real race
 
         async def racer(index: int) -> None:

@@ -6,6 +6,7 @@ from rooms.events import Event, EventKind
 from rooms.ids import ParticipantId, RoomId
 from rooms.roles import Role
 from rooms.room import Room
+from tests.rooms.support import WAIT
 
 A = ParticipantId("p_a")
 
@@ -13,7 +14,7 @@ A = ParticipantId("p_a")
 def room_with(connection: str) -> Room:
     room = Room(RoomId("r"))
     room.arrive(A, Role.PATIENT, name="A", subject="a", now=1.0, connection=connection)
-    room.knock(A, 1.0)
+    room.knock(A, 1.0, WAIT)
     return room
 
 

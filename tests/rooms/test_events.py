@@ -78,13 +78,22 @@ def test_wire_values_are_stable() -> None:
         "disconnected",
         "reconnected",
     }
-    assert {reason.value for reason in WaitReason} == {"host_not_started", "at_capacity"}
+    assert {reason.value for reason in WaitReason} == {
+        "host_not_started",
+        "host_away",
+        "host_busy",
+        "at_capacity",
+        "not_booked",
+        "host_ready",
+    }
     assert {cause.value for cause in ExitCause} == {
         "left",
         "cancelled",
         "timed_out",
         "session_ended",
         "denied",
+        "host_absent",
+        "window_closed",
     }
     assert {role.value for role in Role} == {"host", "patient", "guest"}
 
@@ -159,27 +168,27 @@ def test_from_record_accepts_an_empty_session_ended() -> None:
             {"kind": ["arrived"], "at": 1.0}, "is not a valid EventKind", id="unhashable-kind"
         ),
         pytest.param(
-            {"kind": "session_ended", "at": "1.0"}, "event time must be a number", id="str-at"
+            {"kind": "session_ended", "at": "1.0"}, "event field 'at' must be a number", id="str-at"
         ),
         pytest.param(
-            {"kind": "session_ended", "at": None}, "event time must be a number", id="none-at"
+            {"kind": "session_ended", "at": None}, "event field 'at' must be a number", id="none-at"
         ),
         pytest.param(
-            {"kind": "session_ended", "at": True}, "event time must be a number", id="bool-at"
+            {"kind": "session_ended", "at": True}, "event field 'at' must be a number", id="bool-at"
         ),
         pytest.param(
             {"kind": "session_ended", "at": 10**400},
-            "event time must be a finite number",
+            "event field 'at' must be a finite number",
             id="huge-int-at",
         ),
         pytest.param(
             {"kind": "session_ended", "at": float("nan")},
-            "event time must be a finite number",
+            "event field 'at' must be a finite number",
             id="nan-at",
         ),
         pytest.param(
             {"kind": "session_ended", "at": float("-inf")},
-            "event time must be a finite number",
+            "event field 'at' must be a finite number",
             id="inf-at",
         ),
         pytest.param(

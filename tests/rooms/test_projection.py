@@ -6,10 +6,12 @@ import pytest
 
 from rooms.events import Event
 from rooms.ids import AppointmentId, ParticipantId, RoomId, SessionId
+from rooms.participants import Booking
 from rooms.projection import Outcome, Projection
 from rooms.roles import Role
 from rooms.room import Room
 from rooms.status import CallStatus
+from tests.rooms.support import WAIT
 
 R = RoomId("r")
 HOST = ParticipantId("h")
@@ -25,8 +27,16 @@ def visit(
     """The events of one appointment's visit."""
     room = Room(R)
     events = room.arrive(HOST, Role.HOST, name="Dr", subject="dr", now=1.0, connection="c0")
-    events += room.arrive(A, Role.PATIENT, name="A", subject="a", now=2.0, connection="c1")
-    events += room.knock(A, 2.0)
+    events += room.arrive(
+        A,
+        Role.PATIENT,
+        name="A",
+        subject="a",
+        now=2.0,
+        connection="c1",
+        booking=Booking(appointment),
+    )
+    events += room.knock(A, 2.0, WAIT)
     events += room.arrive(B, Role.GUEST, name="B", subject=None, now=2.5, connection="c2")
     events += room.disconnect(B, 2.6, connection="c2")
     events += room.start(

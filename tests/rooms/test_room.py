@@ -26,6 +26,8 @@ from rooms import (
     UnknownParticipant,
     WaitReason,
 )
+from rooms.ids import AppointmentId, SessionId
+from rooms.room import ENDED_KEPT
 from tests.rooms.support import (
     APPT,
     GRACE,
@@ -34,6 +36,7 @@ from tests.rooms.support import (
     ROOM_ID,
     S1,
     S2,
+    WAIT,
     A,
     B,
     C,
@@ -93,7 +96,9 @@ def test_a_new_room_is_empty() -> None:
     assert room.in_call() == []
     assert room.occupancy() == 0
     assert not room.host_in_call()
-    assert room.wait_reason() is WaitReason.HOST_NOT_STARTED
+    assert (room.absent(), room.present(), room.present(APPT)) == (0, 0, 0)
+    assert not room.ended(APPT)
+    assert not room.ended(None)
 
 
 def test_get_unknown_participant() -> None:
@@ -158,7 +163,7 @@ def test_arrive() -> None:
 
 def test_arrive_again_while_connected_changes_nothing() -> None:
     room = room_with(patients=(A,))
-    room.knock(A, 1.0)
+    room.knock(A, 1.0, WAIT)
     before = state(room)
     assert room.arrive(A, Role.PATIENT, name="Other", subject="other", now=2.0) == []
     assert state(room) == before
@@ -166,8 +171,8 @@ def test_arrive_again_while_connected_changes_nothing() -> None:
 
 def test_arrive_after_a_lost_connection_reconnects_and_keeps_the_place() -> None:
     room = room_with(patients=(A, B))
-    room.knock(A, 1.0)
-    room.knock(B, 2.0)
+    room.knock(A, 1.0, WAIT)
+    room.knock(B, 2.0, WAIT)
     assert room.disconnect(A, 3.0) == [Event(K.DISCONNECTED, 3.0, participant=A)]
     assert room.get(A).absent_since == 3.0
     events = room.arrive(A, Role.PATIENT, name=None, subject="patient-p_a", now=4.0)
@@ -199,7 +204,7 @@ def test_arrive_with_another_role_is_refused(connected: bool) -> None:
 
 def test_knock_before_the_call_waits_for_the_host() -> None:
     room = room_with(patients=(A,))
-    assert room.knock(A, 2.0) == [
+    assert room.knock(A, 2.0, WAIT) == [
         Event(K.KNOCKED, 2.0, actor=A, participant=A, reason=WaitReason.HOST_NOT_STARTED)
     ]
     assert room.get(A).stage is Stage.WAITING
@@ -207,38 +212,41 @@ def test_knock_before_the_call_waits_for_the_host() -> None:
     assert room.position(A) == 1
 
 
-def test_knock_during_the_call_is_an_ask() -> None:
+@pytest.mark.parametrize("reason", list(WaitReason))
+def test_knock_records_the_reason_it_is_given(reason: WaitReason) -> None:
+    # Why someone waits is the policy's decision (admission.policy.decide).
     room = room_with(guests=(C,))
     start(room)
-    assert room.knock(C, 2.0) == [
-        Event(K.KNOCKED, 2.0, actor=C, participant=C, reason=WaitReason.AT_CAPACITY)
+    assert room.knock(C, 2.0, reason) == [
+        Event(K.KNOCKED, 2.0, actor=C, participant=C, reason=reason)
     ]
-    assert room.wait_reason() is WaitReason.AT_CAPACITY
 
 
 def test_knock_errors() -> None:
     room = room_with(patients=(A, B))
-    room.knock(A, 1.0)
+    room.knock(A, 1.0, WAIT)
     start(room, now=2.0)
     room.enter(B, 3.0)
-    error = assert_rejected(room, InvalidState, "invalid_state", lambda: room.knock(A, 4.0))
+    error = assert_rejected(room, InvalidState, "invalid_state", lambda: room.knock(A, 4.0, WAIT))
     assert error.message == "cannot knock for p_a: participant is waiting"
-    error = assert_rejected(room, InvalidState, "invalid_state", lambda: room.knock(B, 4.0))
+    error = assert_rejected(room, InvalidState, "invalid_state", lambda: room.knock(B, 4.0, WAIT))
     assert error.message == "cannot knock for p_b: participant is in_call"
     room.leave(HOST, 5.0)
     room.arrive(HOST, Role.HOST, name=None, subject=None, now=6.0)
-    error = assert_rejected(room, InvalidState, "invalid_state", lambda: room.knock(HOST, 7.0))
+    error = assert_rejected(
+        room, InvalidState, "invalid_state", lambda: room.knock(HOST, 7.0, WAIT)
+    )
     assert error.message == "cannot knock for p_host: the host does not wait"
     assert error.details == {"participant": HOST}
     assert_rejected(
-        room, UnknownParticipant, "unknown_participant", lambda: room.knock(NOBODY, 7.0)
+        room, UnknownParticipant, "unknown_participant", lambda: room.knock(NOBODY, 7.0, WAIT)
     )
 
 
 def test_cancel_knock() -> None:
     room = room_with(patients=(A, B, C))
     for now, pid in enumerate((A, B, C), start=1):
-        room.knock(pid, float(now))
+        room.knock(pid, float(now), WAIT)
     assert room.cancel_knock(A, 5.0) == [
         Event(K.KNOCK_CANCELLED, 5.0, actor=A, participant=A, cause=ExitCause.CANCELLED)
     ]
@@ -246,7 +254,7 @@ def test_cancel_knock() -> None:
     assert waiting_ids(room) == [B, C]
     assert (room.position(A), room.position(B), room.position(C)) == (None, 1, 2)
     # Knocking again goes to the end of the queue.
-    room.knock(A, 6.0)
+    room.knock(A, 6.0, WAIT)
     assert waiting_ids(room) == [B, C, A]
     assert room.get(A).knocked_at == 6.0
 
@@ -269,7 +277,7 @@ def test_the_waiting_room_is_unbounded_and_in_arrival_order() -> None:
     pids = [ParticipantId(f"p_{n}") for n in range(1000)]
     for n, pid in enumerate(pids):
         room.arrive(pid, Role.GUEST, name=f"G{n}", subject=None, now=float(n))
-        room.knock(pid, float(n))
+        room.knock(pid, float(n), WAIT)
     assert waiting_ids(room) == pids
     assert [room.position(pid) for pid in pids] == list(range(1, 1001))
     assert room.position(HOST) is None
@@ -278,10 +286,10 @@ def test_the_waiting_room_is_unbounded_and_in_arrival_order() -> None:
 
 def test_nobody_is_queued_twice() -> None:
     room = room_with(patients=(A, B))
-    room.knock(A, 1.0)
-    room.knock(B, 2.0)
+    room.knock(A, 1.0, WAIT)
+    room.knock(B, 2.0, WAIT)
     assert room.arrive(A, Role.PATIENT, name=None, subject=None, now=3.0) == []
-    assert_rejected(room, InvalidState, "invalid_state", lambda: room.knock(A, 3.0))
+    assert_rejected(room, InvalidState, "invalid_state", lambda: room.knock(A, 3.0, WAIT))
     room.disconnect(A, 4.0)
     assert [e.kind for e in room.arrive(A, Role.PATIENT, name=None, subject=None, now=5.0)] == [
         K.RECONNECTED
@@ -293,7 +301,7 @@ def test_nobody_is_queued_twice() -> None:
 def test_positions_shift_when_someone_ahead_goes() -> None:
     room = room_with(patients=(A, B, C, D, E))
     for now, pid in enumerate((A, B, C, D, E), start=1):
-        room.knock(pid, float(now))
+        room.knock(pid, float(now), WAIT)
     room.leave(A, 10.0)
     assert waiting_ids(room) == [B, C, D, E]
     assert room.position(E) == 4
@@ -313,7 +321,7 @@ def test_positions_shift_when_someone_ahead_goes() -> None:
 
 def test_enter_from_the_lobby_and_from_the_waiting_room() -> None:
     room = room_with(patients=(A, B))
-    room.knock(B, 0.5)
+    room.knock(B, 0.5, WAIT)
     start(room)
     assert room.enter(A, 2.0) == [Event(K.PATIENT_ENTERED, 2.0, actor=A, participant=A, session=S1)]
     assert room.enter(B, 3.0) == [Event(K.PATIENT_ENTERED, 3.0, actor=B, participant=B, session=S1)]
@@ -354,7 +362,7 @@ def test_enter_errors() -> None:
 
 def test_admit() -> None:
     room = room_with(guests=(C,))
-    room.knock(C, 0.5)
+    room.knock(C, 0.5, WAIT)
     start(room)
     assert room.admit(HOST, C, 2.0) == [
         Event(K.ADMITTED, 2.0, actor=HOST, participant=C, session=S1),
@@ -368,14 +376,14 @@ def test_admit_ignores_capacity() -> None:
     room = room_with(patients=(A,), guests=(C,))
     start(room, capacity=1)
     room.enter(A, 2.0)
-    room.knock(C, 3.0)
+    room.knock(C, 3.0, WAIT)
     room.admit(HOST, C, 4.0)
     assert room.occupancy() == 2
 
 
 def test_admit_errors() -> None:
     room = room_with(patients=(A, B))
-    room.knock(A, 0.5)
+    room.knock(A, 0.5, WAIT)
     error: RoomError = assert_rejected(
         room, SessionNotStarted, "session_not_started", lambda: room.admit(HOST, A, 1.0)
     )
@@ -397,10 +405,10 @@ def test_admit_errors() -> None:
 
 def test_admit_all_admits_in_arrival_order() -> None:
     room = room_with(patients=(B,), guests=(C, D))
-    room.knock(D, 0.1)
-    room.knock(B, 0.2)
+    room.knock(D, 0.1, WAIT)
+    room.knock(B, 0.2, WAIT)
     start(room, capacity=1)
-    room.knock(C, 2.0)
+    room.knock(C, 2.0, WAIT)
     events = room.admit_all(HOST, 3.0)
     assert events == [
         event
@@ -424,7 +432,7 @@ def test_admit_all_with_nobody_waiting() -> None:
 
 def test_admit_all_errors() -> None:
     room = room_with(patients=(A,))
-    room.knock(A, 0.5)
+    room.knock(A, 0.5, WAIT)
     error = assert_rejected(
         room, SessionNotStarted, "session_not_started", lambda: room.admit_all(HOST, 1.0)
     )
@@ -439,8 +447,8 @@ def test_admit_all_errors() -> None:
 def test_deny(started: bool) -> None:
     # The host may turn a knock away before starting the call as well as during it.
     room = room_with(guests=(C, D))
-    room.knock(C, 0.5)
-    room.knock(D, 0.6)
+    room.knock(C, 0.5, WAIT)
+    room.knock(D, 0.6, WAIT)
     if started:
         start(room)
     assert room.deny(HOST, C, "this call is full", 2.0) == [
@@ -479,7 +487,6 @@ def test_start() -> None:
     assert room.active_session is room.session
     assert room.get(HOST).stage is Stage.IN_CALL
     assert room.host_in_call()
-    assert room.wait_reason() is WaitReason.AT_CAPACITY
 
 
 def test_start_again_rejoins_the_running_call() -> None:
@@ -528,7 +535,7 @@ def test_start_errors() -> None:
 
 def test_end() -> None:
     room = room_with(patients=(A, B), guests=(C,))
-    room.knock(C, 0.5)
+    room.knock(C, 0.5, WAIT)
     start(room, capacity=1)
     room.enter(A, 2.0)
     room.enter(B, 2.0)
@@ -556,7 +563,8 @@ def test_end() -> None:
     }
     # Whoever was waiting still is, now for the host to start again.
     assert waiting_ids(room) == [C]
-    assert room.wait_reason() is WaitReason.HOST_NOT_STARTED
+    assert room.ended(APPT)
+    assert not room.ended(None)
 
 
 def test_end_errors() -> None:
@@ -584,7 +592,7 @@ def test_leave_from_the_lobby() -> None:
 
 def test_leave_from_the_waiting_room() -> None:
     room = room_with(patients=(A,))
-    room.knock(A, 1.0)
+    room.knock(A, 1.0, WAIT)
     assert room.leave(A, 2.0) == [
         Event(K.KNOCK_CANCELLED, 2.0, actor=A, participant=A, cause=ExitCause.LEFT),
         Event(K.DEPARTED, 2.0, actor=A, participant=A, cause=ExitCause.LEFT),
@@ -607,14 +615,14 @@ def test_leave_from_the_call() -> None:
         ),
         Event(K.DEPARTED, 4.0, actor=HOST, participant=HOST, cause=ExitCause.LEFT),
     ]
-    # The host leaving does not end the call.
-    assert room.active_session == Session(S1, APPT, 2, started_at=1.0)
+    # The host leaving does not end the call; the call knows since when it has no host.
+    assert room.active_session == Session(S1, APPT, 2, started_at=1.0, host_away_since=4.0)
     assert room.participants == {}
 
 
 def test_leave_timed_out_has_no_actor() -> None:
     room = room_with(patients=(A,))
-    room.knock(A, 1.0)
+    room.knock(A, 1.0, WAIT)
     assert room.leave(A, 2.0, cause=ExitCause.TIMED_OUT) == [
         Event(K.KNOCK_CANCELLED, 2.0, participant=A, cause=ExitCause.TIMED_OUT),
         Event(K.DEPARTED, 2.0, participant=A, cause=ExitCause.TIMED_OUT),
@@ -649,7 +657,7 @@ def test_expire_removes_whoever_has_been_gone_for_the_grace_period() -> None:
     room = room_with(patients=(A, B), guests=(C, D))
     start(room)
     room.enter(A, 2.0)
-    room.knock(C, 2.0)
+    room.knock(C, 2.0, WAIT)
     room.disconnect(A, 10.0)
     room.disconnect(C, 20.0)
     room.disconnect(HOST, 25.0)
@@ -702,26 +710,26 @@ def test_the_fold_of_a_long_scenario_rebuilds_the_room() -> None:
         [(A, Role.PATIENT), (B, Role.PATIENT), (C, Role.GUEST), (D, Role.GUEST)], start=1
     ):
         run(room.arrive(pid, role, name=None, subject=None, now=float(now)), K.ARRIVED)
-        run(room.knock(pid, float(now)), K.KNOCKED)
+        run(room.knock(pid, float(now), WAIT), K.KNOCKED)
     run(room.disconnect(A, 5.0), K.DISCONNECTED)
     run(room.arrive(A, Role.PATIENT, name=None, subject=None, now=6.0), K.RECONNECTED)
     assert waiting_ids(room) == [A, B, C, D]
     run(room.arrive(E, Role.GUEST, name="Eve", subject=None, now=7.0), K.ARRIVED)
-    run(room.knock(E, 7.0), K.KNOCKED)
+    run(room.knock(E, 7.0, WAIT), K.KNOCKED)
     run(start(room, capacity=2, now=8.0), K.SESSION_STARTED, K.CLINICIAN_ENTERED)
     run(room.enter(A, 9.0), K.PATIENT_ENTERED)
     run(room.admit(HOST, B, 10.0), K.ADMITTED, K.PATIENT_ENTERED)
     run(room.deny(HOST, D, "not booked", 11.0), K.DENIED, K.DEPARTED)
     run(room.arrive(F, Role.GUEST, name="Fay", subject=None, now=12.0), K.ARRIVED)
-    run(room.knock(F, 12.0), K.KNOCKED)
+    run(room.knock(F, 12.0, WAIT), K.KNOCKED)
     run(room.cancel_knock(F, 12.5), K.KNOCK_CANCELLED)
-    run(room.knock(F, 12.6), K.KNOCKED)
+    run(room.knock(F, 12.6, WAIT), K.KNOCKED)
     assert waiting_ids(room) == [C, E, F]
     run(room.admit_all(HOST, 13.0), *[K.ADMITTED, K.PATIENT_ENTERED] * 3)
     run(room.leave(B, 14.0), K.PATIENT_EXITED, K.DEPARTED)
     run(room.disconnect(C, 15.0), K.DISCONNECTED)
     run(room.arrive(G, Role.GUEST, name="Gil", subject=None, now=16.0), K.ARRIVED)
-    run(room.knock(G, 16.0), K.KNOCKED)
+    run(room.knock(G, 16.0, WAIT), K.KNOCKED)
     run(room.disconnect(HOST, 20.0), K.DISCONNECTED)
     run(room.expire(15.0 + GRACE, GRACE), K.PATIENT_EXITED, K.DEPARTED)
     run(room.expire(20.0 + GRACE, GRACE), K.CLINICIAN_EXITED, K.DEPARTED)
@@ -788,3 +796,17 @@ def test_apply_all_accepts_any_iterable() -> None:
         )
     )
     assert_same(rebuilt, room)
+
+
+def test_a_room_remembers_the_last_appointments_whose_call_ended() -> None:
+    room = room_with()
+    appointments = [AppointmentId(f"apt_{n}") for n in range(ENDED_KEPT + 1)]
+    for n, appointment in enumerate(appointments):
+        room.start(
+            HOST, session=SessionId(f"s_{n}"), appointment=appointment, capacity=1, now=float(n)
+        )
+        room.end(HOST, n + 0.5)
+    assert not room.ended(appointments[0])  # the oldest is forgotten: the room stays small
+    assert all(room.ended(a) for a in appointments[1:])
+    restored = Room.from_snapshot(room.snapshot())
+    assert [restored.ended(a) for a in appointments] == [room.ended(a) for a in appointments]

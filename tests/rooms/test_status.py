@@ -17,7 +17,8 @@ from rooms import (
     SessionId,
     call_status,
 )
-from tests.rooms.support import APPT, GRACE, HOST, ROOM_ID, S1, A, B, C
+from rooms.participants import Booking
+from tests.rooms.support import APPT, GRACE, HOST, ROOM_ID, S1, WAIT, A, B, C
 
 
 def room_with_host() -> Room:
@@ -105,14 +106,14 @@ def test_patient_waiting_before_the_host_starts(role: Role) -> None:
     room = room_with_host()
     arrive(room, A, role)
     assert call_status(room) is CallStatus.PATIENT_WAITING  # connected, in the lobby
-    room.knock(A, 1.5)
+    room.knock(A, 1.5, WAIT)
     assert call_status(room) is CallStatus.PATIENT_WAITING  # in the waiting room
 
 
 def test_patient_waiting_counts_a_patient_whose_connection_dropped() -> None:
     room = room_with_host()
     arrive(room, A)
-    room.knock(A, 1.5)
+    room.knock(A, 1.5, WAIT)
     room.disconnect(A, 2.0)
     assert call_status(room) is CallStatus.PATIENT_WAITING
     room.expire(2.0 + GRACE, GRACE)
@@ -132,7 +133,7 @@ def test_patient_waiting_when_the_host_is_in_the_call_and_a_patient_waits_to_be_
     room = room_with_host()
     arrive(room, A, Role.GUEST)
     start(room)
-    room.knock(A, 3.0)
+    room.knock(A, 3.0, WAIT)
     assert call_status(room) is CallStatus.PATIENT_WAITING
 
 
@@ -180,7 +181,7 @@ def test_in_call_beats_patient_waiting_and_expired() -> None:
     arrive(room, C, Role.GUEST)
     start(room, capacity=1)
     room.enter(A, 3.0)
-    room.knock(B, 3.0)  # someone still waits, someone else idles in the lobby
+    room.knock(B, 3.0, WAIT)  # someone still waits, someone else idles in the lobby
     assert call_status(room) is CallStatus.IN_CALL
     assert call_status(room, window_closed=True) is CallStatus.IN_CALL
 
@@ -230,3 +231,42 @@ def test_a_new_call_after_an_ended_one_is_awaiting_patient() -> None:
     room.end(HOST, 3.0)
     room.start(HOST, session=SessionId("s_2"), appointment=None, capacity=1, now=4.0)
     assert call_status(room) is CallStatus.AWAITING_PATIENT
+
+
+# -- one room, several appointments: each status counts its own -------------------------------
+
+
+LATER = AppointmentId("apt_2")
+
+
+def arrive_for(room: Room, pid: ParticipantId, appointment: AppointmentId, now: float) -> None:
+    room.arrive(pid, Role.PATIENT, name="N", subject=None, now=now, booking=Booking(appointment))
+
+
+def test_each_appointment_counts_its_own_people_and_its_own_call() -> None:
+    room = room_with_host()
+    arrive_for(room, A, APPT, 1.0)
+    arrive_for(room, B, LATER, 1.5)
+    start(room)  # for APPT
+    room.enter(A, 2.5)
+    assert call_status(room, appointment=APPT) is CallStatus.IN_CALL
+    assert call_status(room, appointment=LATER) is CallStatus.PATIENT_WAITING
+    room.leave(B, 3.0)
+    # Another appointment's call is not this one's: no "awaiting patient" for it.
+    assert call_status(room, appointment=LATER) is CallStatus.READY
+    room.end(HOST, 4.0)
+    room.leave(A, 5.0)
+    assert call_status(room, appointment=APPT) is CallStatus.ENDED
+    assert call_status(room, appointment=LATER) is CallStatus.READY
+
+
+def test_the_room_as_a_whole_is_ended_only_after_an_ad_hoc_call() -> None:
+    # A link without an appointment sees the whole room; a call for an appointment that
+    # ended is that appointment's, not the whole room's.
+    room = room_with_host()
+    start(room)
+    room.end(HOST, 3.0)
+    assert call_status(room) is CallStatus.READY
+    room.start(HOST, session=SessionId("s_2"), appointment=None, capacity=1, now=4.0)
+    room.end(HOST, 5.0)
+    assert call_status(room) is CallStatus.ENDED

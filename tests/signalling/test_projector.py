@@ -25,6 +25,7 @@ from signalling.projector import (
     read_projection,
     read_status,
 )
+from tests.rooms.support import WAIT
 
 R = RoomId("r1")
 HOST, A = ParticipantId("h"), ParticipantId("a")
@@ -44,7 +45,7 @@ def visit() -> list[list[Event]]:
     room = Room(R)
     return [
         room.arrive(HOST, Role.HOST, name="Dr", subject="dr", now=1.0),
-        room.arrive(A, Role.PATIENT, name="A", subject="a", now=2.0) + room.knock(A, 2.0),
+        room.arrive(A, Role.PATIENT, name="A", subject="a", now=2.0) + room.knock(A, 2.0, WAIT),
         room.start(HOST, session=SessionId("s1"), appointment=APPT, capacity=1, now=3.0),
         room.enter(A, 4.0),
         room.end(HOST, 5.0),

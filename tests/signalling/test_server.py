@@ -474,6 +474,7 @@ async def test_msgpack_binary_frames_carry_the_same_messages(node: Node) -> None
             "reason": "host_not_started",
             "position": 1,
             "can_ask": False,
+            "can_join": False,
         }
         await ws.send({"type": "teleport", "id": 7}, Codec.MSGPACK)
         check_error(await ws.recv(), "unknown_type", ref=7)
@@ -613,13 +614,15 @@ async def test_end_sends_ended_and_returns_everyone_to_the_lobby(node: Node) -> 
     assert session is not None
     await host.end()
     for client in (host, patient):
-        assert (await client.expect("ended"))["session_id"] == session
+        ended = await client.expect("ended")
+        assert ended == {"type": "ended", "session_id": session, "reason": "host_ended"}
     waiting = await patient.expect("waiting", where=lambda m: m["position"] is None)
     assert waiting == {
         "type": "waiting",
         "reason": "host_not_started",
         "position": None,
         "can_ask": False,
+        "can_join": False,
     }
     assert [m for m in guest.pending() if m["type"] == "ended"] == []  # it was not in the call
     ref = await host.end()
@@ -1000,6 +1003,9 @@ async def test_status_pushes_are_for_each_participants_own_appointment(node: Nod
     node.clock.now = second[0] - 600.0  # its join window opens
     early = patient_token(node, "kim", appointment="apt_2", starts_at=second[0], ends_at=second[1])
     patient = await node.connect(room=ROOM, token=early)
+    # It is not its appointment's call: it waits, until the host lets it in by hand.
+    assert (await patient.expect("waiting"))["reason"] == "host_busy"
+    await host.admit(patient.participant_id)
     await patient.expect("admitted")
     await patient.leave()
     assert await patient.closed() == 1000

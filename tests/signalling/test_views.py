@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from admission.window import JoinWindow
+from rooms.events import WaitReason
 from rooms.ids import AppointmentId, ParticipantId, RoomId, SessionId
 from rooms.roles import Role
 from rooms.room import Room
 from signalling.views import Notices, Shared, Snapshot, View, frame, updates
 from signalling.wire import Codec
 
-H, G1, G2 = ParticipantId("h"), ParticipantId("g1"), ParticipantId("g2")
+H, G0, G1, G2 = (ParticipantId(p) for p in ("h", "g0", "g1", "g2"))
 
 
 def room() -> Room:
+    """An ad-hoc call of capacity 1, taken by G0; G1 and G2 asked after it was full."""
     r = Room(RoomId("r"))
     r.arrive(H, Role.HOST, name="H", subject=None, now=1.0)
     r.start(H, session=SessionId("s"), appointment=None, capacity=1, now=1.0)
+    r.arrive(G0, Role.GUEST, name="g0", subject=None, now=1.5)
+    r.enter(G0, now=1.5)
     for g in (G1, G2):
         r.arrive(g, Role.GUEST, name=str(g), subject=None, now=2.0)
-        r.knock(g, now=3.0)
+        r.knock(g, 3.0, WaitReason.AT_CAPACITY)
     return r
 
 
@@ -37,6 +41,7 @@ def test_unchanged_payloads_are_the_same_object_and_sent_once() -> None:
         "reason": "at_capacity",
         "position": 2,
         "can_ask": False,
+        "can_join": False,
     }
 
 

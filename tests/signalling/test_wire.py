@@ -33,10 +33,12 @@ VALID: dict[str, Message] = {
         "resume": "v1.k.p.s",
         "name": "Ada",
         "protocol": 1,
+        "features": ["join_now", "some_future_feature"],
     },
     "knock": {"type": "knock"},
+    "join": {"type": "join"},
     "knock_cancel": {"type": "knock_cancel"},
-    "start": {"type": "start"},
+    "start": {"type": "start", "appointment": "apt_1"},
     "admit": {"type": "admit", "participant_id": "p_1"},
     "deny": {"type": "deny", "participant_id": "p_1", "message": "not today"},
     "admit_all": {"type": "admit_all"},
@@ -392,6 +394,9 @@ def test_a_missing_required_field_is_invalid(kind: str, field: str) -> None:
         ("hello", "name", 3.5),
         ("hello", "protocol", "1"),
         ("hello", "protocol", 1.0),
+        ("hello", "features", "join_now"),
+        ("hello", "features", {"join_now": True}),
+        ("start", "appointment", 7),
         ("admit", "participant_id", None),
         ("deny", "message", 1),
         ("offer", "sdp", ["v=0"]),
@@ -433,6 +438,18 @@ def test_a_string_at_its_limit_passes_and_one_more_is_invalid(
         decode(text(over), 1 << 20)
     assert info.value.details == {"field": field, "max_length": max_length}
     assert info.value.message == f"{field} is longer than {max_length}"
+
+
+@pytest.mark.parametrize(
+    "features",
+    [[1], [None], ["x" * 33], ["f"] * 17, [["join_now"]]],
+    ids=["int", "null", "too-long", "too-many", "nested"],
+)
+def test_features_are_a_short_list_of_short_strings(features: list[object]) -> None:
+    message = {**VALID["hello"], "features": features}
+    exc = refused(packed(message), InvalidMessage, "invalid_message")
+    assert exc.details == {"field": "features", "max_length": 16}
+    assert decode(text({**VALID["hello"], "features": ["x" * 32] * 16}), LIMIT)[0]["features"]
 
 
 def test_string_limits_count_characters() -> None:
