@@ -822,20 +822,59 @@ async def test_an_appointment_is_joined_end_to_end(api: Api) -> None:
         assert private not in text
 
 
-async def test_activity_keeps_to_the_appointments_window_and_calls(api: Api) -> None:
+async def test_activity_keeps_to_each_appointments_own_people_and_calls(api: Api) -> None:
+    """Two back-to-back appointments in the clinician's room: each one's activity shows
+    its own patient and its own call, never the other's; a console reload within the grace
+    period adds nothing."""
     node = api.node
-    now = node.clock.now
     first = await api.create(**video(node, title="First"))
-    later = await api.create(**video(node, title="Later", start_in=6 * HOUR))
-    room, token = link_parts(first["meeting_url"])
-    host = await node.connect(room=room, token=token)
+    second = await api.create(
+        **video(node, title="Second", start_in=600.0, patient_id="pat_2", attendee_name="Kim")
+    )
+    room, host_token = link_parts(first["meeting_url"])
+    assert link_parts(second["video_link"])[0] == room  # one persistent room
+    patient_1 = await node.connect(room=room, token=link_parts(first["video_link"])[1])
+    host = await node.connect(room=room, token=host_token)
     await host.start()
+    await patient_1.expect("admitted")
+    patient_2 = await node.connect(room=room, token=link_parts(second["video_link"])[1])
+    assert (await patient_2.expect("waiting"))["reason"] == "host_busy"
+    # The console is reloaded: the clinician comes back within its grace period.
+    await host.close()
+    host = await node.connect(room=room, token=host_token, resume=host.resume_token)
+    assert host.welcome["resumed"] is True
     await host.end()
-    mine = await api.call("GET", f"/appointments/{first['id']}/activity", status=200)
-    assert "session_started" in [e["kind"] for e in mine["data"]]
-    theirs = await api.call("GET", f"/appointments/{later['id']}/activity", status=200)
-    assert theirs["data"] == []
-    assert node.clock.now == now
+    await patient_1.expect("ended")
+    await host.start(second["id"])
+    await patient_2.expect("admitted")
+    await host.end()
+
+    def timeline(body: dict[str, Any]) -> list[tuple[str, str | None]]:
+        return [(e["kind"], e["participant_id"]) for e in body["data"]]
+
+    mine = timeline(await api.call("GET", f"/appointments/{first['id']}/activity", status=200))
+    theirs = timeline(await api.call("GET", f"/appointments/{second['id']}/activity", status=200))
+    h, p1, p2 = host.participant_id, patient_1.participant_id, patient_2.participant_id
+    assert mine == [
+        ("arrived", p1),
+        ("knocked", p1),
+        ("session_started", None),
+        ("clinician_entered", h),
+        ("patient_entered", p1),
+        ("patient_exited", p1),  # in the order they came to the room: p1 was first
+        ("clinician_exited", h),
+        ("session_ended", None),
+    ]
+    assert theirs == [
+        ("arrived", p2),
+        ("knocked", p2),
+        ("session_started", None),
+        ("clinician_entered", h),
+        ("patient_entered", p2),
+        ("clinician_exited", h),
+        ("patient_exited", p2),
+        ("session_ended", None),
+    ]
     phone = await api.create(is_remote=True, remote_channel="phone")
     none = await api.call("GET", f"/appointments/{phone['id']}/activity", status=200)
     assert none["data"] == []
