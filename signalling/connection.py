@@ -445,6 +445,8 @@ class Connection:
             "name": participant.name,
             "stage": participant.stage.value,
             "call_status": status,
+            "appointment_id": self.booking.appointment,
+            "starts_at": self.booking.starts_at,
             "session_id": session.id if session is not None else None,
             "resumed": resumed,
             "resume_token": encode_resume(resume, settings.keyring),

@@ -40,6 +40,9 @@ async def test_patient_in_firefox_waits_and_sees_the_clinician_in_chromium(web: 
         console = await web.page("clinician", web.console_url(room, host))
         await wait_state(console, "s.waiting.length === 1 && s.waiting[0].name === 'Sam Patel'")
         await console.click("#join-button")
+        # Join now (seed 002): the page offers it once the clinician has started.
+        await patient.wait_for(f"{STATE}.waiting && {STATE}.waiting.can_join", WAIT_S)
+        await patient.evaluate("document.querySelector('#join-now-button').click()")
 
         await patient.wait_for(f"{STATE}.screen === 'call'", WAIT_S)
         await patient.wait_for(

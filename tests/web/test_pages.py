@@ -35,6 +35,24 @@ async def text(page: Page, selector: str) -> str:
     return (await page.locator(selector).inner_text()).strip()
 
 
+async def clock_time(page: Page, at: float) -> str:
+    """``at`` (unix seconds) as the page shows a time of day (ui.js localTime, no date)."""
+    shown: str = await page.evaluate(
+        "(t) => new Date(t * 1000).toLocaleTimeString(undefined,"
+        " {hour: '2-digit', minute: '2-digit'})",
+        at,
+    )
+    return shown
+
+
+async def join_now(page: Page) -> None:
+    """The patient presses Join now once the page offers it: the clinician has started
+    their call (seed 002)."""
+    await wait_state(page, "s.screen === 'lobby' && s.waiting && s.waiting.can_join")
+    assert await text(page, "#lobby-title") == "Your clinician is ready"
+    await page.click("#join-now-button")
+
+
 async def guest_named(web: Web, room: str, general: str, name: str, **options: object) -> Page:
     """A guest opens the general link and gives a name."""
     page = await web.page(name, web.join_url(room, general), **options)
@@ -80,6 +98,8 @@ async def test_patient_waits_clinician_is_notified_starts_and_both_see_video(web
     assert copied == patient_link
 
     await console.click("#join-button")
+    await wait_state(console, "s.stage === 'in_call'")
+    await join_now(patient)
     await wait_state(console, "s.stage === 'in_call' && s.callStatus === 'in_call'")
     await wait_state(patient, "s.screen === 'call' && s.stage === 'in_call'")
     await media_flowing(patient, 1)
@@ -138,7 +158,8 @@ async def test_patient_who_refuses_the_camera_still_joins_and_sees_the_clinician
     patient = await context.new_page()
     patient.on("pageerror", lambda error: web.errors.append(f"patient: {error}"))
     await patient.goto(web.join_url(room, patient_token))
-    await wait_state(patient, "s.screen === 'call'")  # a booked patient enters a running call
+    await join_now(patient)  # the clinician has started: Join now, even without a camera
+    await wait_state(patient, "s.screen === 'call'")
     await media_flowing(patient, 1)  # it still receives the clinician's video
     assert await patient.locator("#mute-button").is_disabled()
     assert await text(patient, "#mute-button") == "No microphone"
@@ -182,13 +203,17 @@ async def test_guest_gives_a_name_on_a_phone_and_is_denied_with_a_message(web: W
     await wait_state(console, "s.waiting.length === 0")
 
     # Two more wait for a call not yet started; the clinician admits the second. Admit
-    # starts the call (the first comes in by the rule: one booked place), then admits.
+    # starts the call, then admits: the one booked place is taken, so the first, who had
+    # not pressed Join now yet, now waits to be let in, and is admitted in turn.
     lou = await guest_named(web, room, general, "Lou")
     max_ = await guest_named(web, room, general, "Max")
     await wait_state(max_, "s.screen === 'lobby' && s.waiting && s.waiting.position === 2")
     await wait_state(console, "s.waiting.length === 2 && s.stage !== 'in_call' && !s.sessionId")
     await console.locator("#waiting-list").get_by_role("button", name="Admit Max").click()
     await wait_state(max_, "s.screen === 'call' && s.stage === 'in_call'")
+    await wait_state(lou, "s.waiting && s.waiting.reason === 'at_capacity' && !s.waiting.can_join")
+    assert await text(lou, "#lobby-title") == "Waiting to be let in"
+    await console.locator("#waiting-list").get_by_role("button", name="Admit Lou").click()
     await wait_state(lou, "s.screen === 'call' && s.stage === 'in_call'")
     await wait_state(console, "s.stage === 'in_call' && s.roster.length === 3")
     assert await max_.locator("#lobby-title").is_hidden()
@@ -205,7 +230,8 @@ async def test_admit_all_lets_in_two_guests_who_asked_once_the_call_was_full(web
     await wait_state(console, "s.stage === 'in_call' && s.callStatus === 'awaiting_patient'")
 
     first = await guest_named(web, room, general, "Ana")
-    await wait_state(first, "s.screen === 'call'")  # under capacity: straight in
+    await join_now(first)  # under capacity: Join now
+    await wait_state(first, "s.screen === 'call'")
     askers = [await guest_named(web, room, general, name) for name in ("Ben", "Cleo")]
     for asker in askers:
         await wait_state(asker, "s.screen === 'lobby' && s.waiting && s.waiting.can_ask")
@@ -263,6 +289,8 @@ async def test_patient_keeps_its_place_and_its_call_after_losing_the_connection(
     assert s["waiting"][0]["participant_id"] == first_id
 
     await console.click("#join-button")
+    for page in (first, second):
+        await join_now(page)
     for page in (first, second, console):
         await wait_state(page, "s.stage === 'in_call' && s.roster.length === 3")
     await media_flowing(console, 2)
@@ -430,3 +458,68 @@ async def test_console_lists_todays_appointments_and_sends_the_patient_link(
     assert re.search(r"\d{1,2}:\d{2}", shown), shown
     await row.locator("details:not([data-activity]) summary").click()
     await shot(console, "16-console-todays-appointments", "#appointments")
+
+
+async def test_console_runs_two_appointments_back_to_back(web: Web) -> None:
+    """One clinician's room, two appointments: the next patient, early, is told the
+    clinician is with another patient, and the console lists them with their appointment
+    time; after End, the console starts the next appointment and only its patient enters."""
+    room = "r_back_to_back"
+    now = time.time()
+    first_at, second_at = now + 120, now + 480  # both join windows are open
+    host = link(room, Role.HOST, subject="doc-1", name="Dr Ada Lee", capacity=1)
+    sam_link = link(
+        room, Role.PATIENT, subject="sam", name="Sam Patel", appointment="apt-10",
+        starts_at=first_at, ends_at=first_at + 360,
+    )  # fmt: skip
+    kim_link = link(
+        room, Role.PATIENT, subject="kim", name="Kim Lee", appointment="apt-11",
+        starts_at=second_at, ends_at=second_at + 360,
+    )  # fmt: skip
+    sam = await web.page("sam", web.join_url(room, sam_link))
+    await wait_state(sam, "s.screen === 'lobby' && s.waiting && s.waiting.position === 1")
+    console = await web.page("clinician", web.console_url(room, host))
+    await wait_state(console, "s.screen === 'console' && s.waiting.length === 1")
+    first_time = await clock_time(console, first_at)
+    assert await text(console, "#join-button") == f"Start call: {first_time} appointment"
+    await console.click("#join-button")
+    await join_now(sam)
+    await wait_state(console, "s.callStatus === 'in_call' && s.roster.length === 2")
+    await media_flowing(console, 1)
+
+    # The next appointment's patient arrives early, during the first call.
+    kim = await web.page("kim", web.join_url(room, kim_link), **PHONE)
+    await wait_state(kim, "s.screen === 'lobby' && s.waiting && s.waiting.reason === 'host_busy'")
+    assert await text(kim, "#lobby-title") == "Your clinician is with another patient"
+    await kim.wait_for_function("document.querySelector('#preview').videoWidth > 0")
+    await shot(kim, "19-patient-clinician-with-another-patient-phone")
+    row = console.locator("#waiting-list li[data-reason='host_busy']")
+    await row.wait_for()
+    second_time = await clock_time(console, second_at)
+    shown = await row.inner_text()
+    assert "Kim Lee" in shown
+    assert "waiting for their own appointment" in shown
+    assert second_time in await row.locator(".appointment").inner_text()
+    assert await console.locator("#admit-all-row").is_hidden()  # Kim is not this call's
+    assert await row.get_attribute("data-appointment") == "apt-11"
+    await shot(console, "20-console-next-appointment-waiting")
+    # Kim sees nothing of the first call.
+    s = await state(kim)
+    assert (s["stage"], s["roster"]) == ("waiting", [])
+
+    # Back to back: End the first call, Start the next appointment from the same console.
+    await console.click("#end-button")
+    await wait_state(sam, "s.screen === 'lobby' && s.stage === 'lobby'")
+    assert await text(sam, "#lobby-title") == "The call has ended"
+    await wait_state(console, "s.stage === 'lobby' && s.sessionId === null")
+    assert await text(console, "#join-button") == f"Start call: {second_time} appointment"
+    await console.click("#join-button")
+    await join_now(kim)
+    s = await wait_state(console, "s.stage === 'in_call' && s.roster.length === 2")
+    assert s["callAppointment"] == "apt-11"
+    await media_flowing(kim, 1)
+    roster = {p["participant_id"] for p in (await state(kim))["roster"]}
+    assert (await state(sam))["participantId"] not in roster
+    # Sam, still on the page, is not let into Kim's appointment.
+    await wait_state(sam, "s.waiting && s.waiting.reason === 'host_busy' && s.stage === 'lobby'")
+    await shot(console, "21-console-second-appointment-in-call")

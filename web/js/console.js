@@ -31,6 +31,8 @@ const state = {
   problem: null,
   leaving: false,
   admitAfterStart: null, // {id, name}: Admit clicked before we were in the call
+  ownAppointment: null, // {id, startsAt} of this console's link, if it is for one
+  callAppointment: undefined, // the appointment of the call we started (null: ad-hoc)
 };
 const lastSessionKey = `${link.storageKey}:session`;
 let signal = null;
@@ -53,20 +55,52 @@ function renderStatus() {
   const badge = $("#status-badge");
   badge.textContent = label;
   badge.dataset.status = state.callStatus || "";
-  $("#status-text").textContent = text;
   const inCall = state.stage === "in_call";
   const active = state.sessionId !== null || state.roster.length > 0;
+  const which = active && state.callAppointment !== undefined ? appointmentLabel(state.callAppointment) : "";
+  $("#status-text").textContent = which ? `${text} (${which})` : text;
   const join = $("#join-button");
   join.hidden = inCall;
-  join.textContent = !active
-    ? "Start call"
-    : sessionStorage.getItem(lastSessionKey) === state.sessionId
+  const next = nextAppointment();
+  join.textContent = active
+    ? sessionStorage.getItem(lastSessionKey) === state.sessionId
       ? "Rejoin"
-      : "Join now";
+      : "Join now"
+    : next
+      ? `Start call: ${appointmentLabel(next.id, next.startsAt)}`
+      : "Start call";
   $("#end-button").hidden = !inCall;
   $("#call-area").hidden = !inCall;
   $("#precall").hidden = inCall;
 }
+
+// -- appointments -----------------------------------------------------------------------
+
+const appointmentTimes = new Map(); // appointment id -> start time, from links seen here
+
+function appointmentLabel(id, startsAt = appointmentTimes.get(id)) {
+  if (!id) return "no appointment";
+  return startsAt ? `${localTime(startsAt, { withDate: false })} appointment` : "appointment";
+}
+
+/** The appointment Start call starts: this link's own, else that of the first person
+ * waiting whose link is for one (the next patient), else none (an ad-hoc call). */
+function nextAppointment() {
+  if (state.ownAppointment) return state.ownAppointment;
+  const waiting = state.waiting.filter((e) => e.appointment_id);
+  waiting.sort((a, b) => (a.starts_at ?? Infinity) - (b.starts_at ?? Infinity));
+  return waiting.length ? { id: waiting[0].appointment_id, startsAt: waiting[0].starts_at } : null;
+}
+
+// Why each person in the waiting list is there (waiting_list entries' reason, §6.5).
+const WHY = {
+  host_not_started: () => "waiting for the call to start",
+  host_away: () => "waiting for you to come back to the call",
+  host_busy: () => "waiting for their own appointment",
+  at_capacity: () => "asks to join",
+  not_booked: () => "asks to join (their link has no appointment)",
+  host_ready: () => "joining now",
+};
 
 // -- waiting list -----------------------------------------------------------------------
 
@@ -76,12 +110,14 @@ function renderWaiting() {
   const entries = state.waiting;
   $("#waiting-count").textContent = entries.length ? `(${entries.length})` : "";
   $("#waiting-empty").hidden = entries.length > 0;
-  $("#admit-all-row").hidden = !(active && state.stage === "in_call" && entries.length > 0);
+  // Admit all takes those waiting for this call, not the next appointment's (§5).
+  const forThisCall = entries.some((e) => e.reason !== "host_busy");
+  $("#admit-all-row").hidden = !(active && state.stage === "in_call" && forThisCall);
   $("#waiting-hint").textContent = !entries.length
     ? ""
     : active
-      ? "Admit lets someone in even when the call is full."
-      : "Admit starts the call and lets that person in. Starting the call brings booked patients in at once; others up to the booked number.";
+      ? "Admit lets someone in even when the call is full, or before their own appointment. End this call to start the next appointment."
+      : "Starting an appointment's call lets its patients in; others wait for their own appointment. Admit starts that person's call and lets them in.";
   // Keep an open deny form (and its text) across re-renders.
   const open = list.querySelector(".deny-form");
   const openFor = open ? open.dataset.for : null;
@@ -91,18 +127,27 @@ function renderWaiting() {
     ...entries.map((entry) => {
       const id = entry.participant_id;
       const name = entry.name || roleLabel(entry.role);
-      const why = entry.reason === "at_capacity" ? "asks to join" : "waiting for the call to start";
+      const why = (WHY[entry.reason] || WHY.host_not_started)(entry);
       const since = entry.since ? `Arrived ${localTime(entry.since, { withDate: false })} (${relative(entry.since)})` : "";
+      if (entry.appointment_id && entry.starts_at) appointmentTimes.set(entry.appointment_id, entry.starts_at);
       const row = el(
         "li",
-        { "data-participant": id },
+        { "data-participant": id, "data-appointment": entry.appointment_id || "", "data-reason": entry.reason },
         el("div", { class: "who" },
           el("strong", {}, `${entry.position}. ${name}`),
+          el("span", { class: "appointment" },
+            entry.appointment_id ? `Appointment ${entry.starts_at ? localTime(entry.starts_at) : ""}`.trim() : "No appointment"),
           el("span", {}, `${roleLabel(entry.role)} · ${why}`),
           el("span", {}, since),
           entry.connected ? null : el("span", { class: "away" }, "Connection lost: keeping their place for now")),
       );
       const actions = el("div", { class: "row-actions" });
+      if (!active && entry.appointment_id) {
+        const begin = el("button", { type: "button", class: "primary", id: `start-${id}` }, "Start their appointment");
+        begin.setAttribute("aria-label", `Start the ${appointmentLabel(entry.appointment_id, entry.starts_at)} for ${name}`);
+        begin.addEventListener("click", () => start(entry.appointment_id));
+        actions.append(begin);
+      }
       const admit = el("button", { type: "button", class: "primary", id: `admit-${id}` }, "Admit");
       admit.setAttribute("aria-label", `Admit ${name}`);
       admit.addEventListener("click", () => admitOne(id, name));
@@ -166,7 +211,8 @@ function noticeArrivals(entries) {
       { label: "Deny…", onClick: () => focusDeny(entry.participant_id) },
     ];
     state.notices += 1;
-    toast(asking ? `${name} is asking to join the call.` : `${name} is in the waiting room.`, {
+    const when = entry.appointment_id ? ` (${appointmentLabel(entry.appointment_id, entry.starts_at)})` : "";
+    toast(asking ? `${name} is asking to join the call.` : `${name} is in the waiting room${when}.`, {
       title: asking ? "Ask to join" : "Patient waiting",
       kind: "warning",
       actions,
@@ -258,10 +304,16 @@ function command(message, what) {
   if (pending.size > 100) pending.delete(pending.keys().next().value);
 }
 
-async function start() {
+/** Start (or rejoin) the call: of `appointment` if given, else of the next appointment
+ * (nextAppointment), else an ad-hoc call. */
+async function start(appointment = undefined) {
   unlockAudio();
   await local.start();
-  command({ type: "start" }, "start the call");
+  const active = state.sessionId !== null || state.roster.length > 0;
+  const next = appointment ?? (active ? null : nextAppointment()?.id ?? null);
+  const message = next ? { type: "start", appointment: next } : { type: "start" };
+  if (!active) state.callAppointment = next ?? state.ownAppointment?.id ?? null;
+  command(message, "start the call");
 }
 
 /** Admit one waiting person. Before we are in the call (not started, or we stepped out), the
@@ -273,7 +325,10 @@ function admitOne(id, name) {
     return;
   }
   state.admitAfterStart = { id, name };
-  start();
+  // Start that person's own appointment, if their link is for one.
+  const entry = state.waiting.find((e) => e.participant_id === id);
+  const active = state.sessionId !== null || state.roster.length > 0;
+  start(!active && entry && entry.appointment_id ? entry.appointment_id : undefined);
 }
 
 function admitPending() {
@@ -304,6 +359,8 @@ function onWelcome(w) {
   state.stage = w.stage;
   state.callStatus = w.call_status;
   state.sessionId = w.session_id;
+  state.ownAppointment = w.appointment_id ? { id: w.appointment_id, startsAt: w.starts_at } : null;
+  if (w.appointment_id && w.starts_at) appointmentTimes.set(w.appointment_id, w.starts_at);
   if (w.role !== "host") {
     // A patient's or guest's link opened on the console: send it to the patient page.
     signal.leave();
@@ -346,10 +403,17 @@ function onMessage(m) {
     case "ended":
       state.stage = "lobby";
       state.sessionId = null;
+      state.callAppointment = undefined;
       call.exit();
       renderStatus();
       renderWaiting();
-      announce("The call has ended.");
+      announce(
+        m.reason === "host_absent"
+          ? "The call ended: you were away from it too long."
+          : m.reason === "window_closed"
+            ? "The call ended: the appointment's time is over."
+            : "The call has ended.",
+      );
       break;
     case "roster":
       state.roster = m.participants;
@@ -361,6 +425,7 @@ function onMessage(m) {
       noticeArrivals(m.entries);
       state.waiting = m.entries;
       renderWaiting();
+      renderStatus(); // Start call names the next appointment
       break;
     default:
       break;
@@ -379,7 +444,10 @@ function onError(m) {
     return;
   }
   const what = m.ref ? pending.get(m.ref) : null;
-  if (what === "start the call") state.admitAfterStart = null;
+  if (what === "start the call") {
+    state.admitAfterStart = null;
+    state.callAppointment = undefined;
+  }
   if (m.ref) pending.delete(m.ref);
   if (!what) {
     console.debug("vestibule:", m.code, m.message);
@@ -500,6 +568,7 @@ function main() {
 // For tests and support (page.js): what the console is showing and how its media flows.
 exposeForTests(state, () => ({ signal, call }), () => ({
   sessionId: state.sessionId,
+  callAppointment: state.callAppointment ?? null,
   notices: state.notices,
   beeps: state.beeps,
   audio: audio ? audio.state : null,

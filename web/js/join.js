@@ -19,7 +19,8 @@ const state = {
   callStatus: null,
   waiting: null,
   roster: [],
-  ended: false,
+  ended: null, // why the last call ended (ended.reason), until the next one
+  appointmentAt: null, // when this link's appointment starts (welcome.starts_at)
   deniedMessage: null,
   problem: null,
   reconnecting: false,
@@ -123,6 +124,45 @@ function tooEarly(code, details) {
 
 // -- the waiting room -------------------------------------------------------------------
 
+// What the waiting room says, by `waiting.reason` (PROTOCOL.md §6.3) when the patient is in
+// it, and after a call ended by why it ended (`ended.reason`).
+const WAITING = {
+  host_not_started: () => [
+    "Your clinician will be with you soon",
+    "The call hasn't started yet, so you are in the waiting room. Your clinician can see that you have arrived and will bring you in when they start.",
+  ],
+  host_away: () => [
+    "Your clinician has stepped away",
+    "They are not in the call at the moment. Stay on this page: you will be brought in as soon as they are back.",
+  ],
+  host_busy: () => [
+    "Your clinician is with another patient",
+    `They will see you when your appointment starts${appointmentTime()}. Stay on this page: you will be let in then.`,
+  ],
+  at_capacity: () => ["Waiting to be let in", "You have asked to join. The host will let you in or reply shortly."],
+  not_booked: () => ["Waiting to be let in", "You have asked to join. The host will let you in or reply shortly."],
+  host_ready: () => ["Your clinician is ready", "Check that your camera and microphone work, then join the call."],
+};
+const ENDED = {
+  host_ended: [
+    "The call has ended",
+    "Your clinician has ended the call. You can close this page, or stay here if they asked you to wait: you will be brought back in when a new call starts.",
+  ],
+  host_absent: [
+    "The call has ended",
+    "Your clinician had to leave the call. You are back in the waiting room, and will be brought in when they start again.",
+  ],
+  window_closed: [
+    "Your appointment time is over",
+    "The call has ended because the time for this appointment has passed. If you still need to speak to your clinician, please contact the clinic.",
+  ],
+};
+const ASKING = new Set(["at_capacity", "not_booked"]);
+
+function appointmentTime() {
+  return state.appointmentAt ? ` (${localTime(state.appointmentAt, { withDate: false })})` : "";
+}
+
 function lobby() {
   const w = state.waiting;
   let title;
@@ -130,22 +170,28 @@ function lobby() {
   let position = null;
   let ask = false;
   let cancel = false;
-  if (w && w.position && w.reason === "host_not_started") {
-    title = "Your clinician will be with you soon";
-    text = "The call hasn't started yet, so you are in the waiting room. Your clinician can see that you have arrived and will bring you in when they start.";
+  const join = Boolean(w && w.can_join);
+  if (join) {
+    [title, text] = WAITING.host_ready();
     position = w.position;
-  } else if (w && w.position && w.reason === "at_capacity") {
-    title = "Waiting to be let in";
-    text = "You have asked to join. The host will let you in or reply shortly.";
+  } else if (w && w.position && state.ended && state.ended !== "host_ended" && w.reason === "host_not_started") {
+    [title, text] = ENDED[state.ended] || ENDED.host_ended;
     position = w.position;
-    cancel = true;
+  } else if (w && w.position && WAITING[w.reason]) {
+    [title, text] = WAITING[w.reason]();
+    position = w.position;
+    cancel = ASKING.has(w.reason);
   } else if (w && w.can_ask) {
-    title = "This call is full";
-    text = "Everyone who was booked is already in the call. You can ask the host to let you in.";
+    title = w.reason === "not_booked" ? "This call is for a booked appointment" : "This call is full";
+    text =
+      w.reason === "not_booked"
+        ? "Your link is not for this appointment. You can ask the host to let you in."
+        : "Everyone who was booked is already in the call. You can ask the host to let you in.";
     ask = true;
   } else if (state.ended) {
-    title = "The call has ended";
-    text = "Your clinician has ended the call. You can close this page, or stay here if they asked you to wait: you will be brought back in when a new call starts.";
+    [title, text] = ENDED[state.ended] || ENDED.host_ended;
+  } else if (w && w.reason === "host_busy") {
+    [title, text] = WAITING.host_busy();
   } else {
     title = "Please wait for the host";
     text = "The call isn't running at the moment. Stay on this page and you will join as soon as the host starts it.";
@@ -153,7 +199,7 @@ function lobby() {
   $("#lobby-title").textContent = title;
   $("#lobby-text").textContent = text;
   const where = $("#lobby-position");
-  where.hidden = position === null;
+  where.hidden = position === null || join;
   where.textContent =
     position === 1
       ? "You're next in the queue."
@@ -161,14 +207,30 @@ function lobby() {
         ? `You are number ${position} in the queue (${position - 1} ahead of you).`
         : "";
   where.dataset.position = position === null ? "" : String(position);
+  $("#join-now-button").hidden = !join;
   $("#ask-button").hidden = !ask;
   $("#cancel-button").hidden = !cancel;
   $("#call-status").textContent = "Waiting room";
+  document.body.dataset.reason = join ? "host_ready" : (w && w.reason) || "";
   if (state.screen !== "lobby") go("lobby");
-  else announce(`${title}. ${where.textContent}`);
+  else announce(`${title}. ${where.hidden ? "" : where.textContent}`);
 }
 
 // -- the call ---------------------------------------------------------------------------
+
+/** What the patient is told about the clinician during the call, from the roster. */
+function callNotice() {
+  const box = $("#call-notice");
+  const hosts = state.roster.filter((p) => p.role === "host");
+  let notice = "";
+  if (state.stage === "in_call" && state.roster.length) {
+    if (!hosts.length) notice = "Your clinician has left the call. Please wait: they may be back in a moment.";
+    else if (!hosts.some((p) => p.connected)) notice = "Your clinician's connection dropped. Reconnecting…";
+  }
+  if (box.textContent !== notice) box.textContent = notice;
+  box.hidden = !notice;
+  document.body.dataset.clinician = !notice ? "present" : hosts.length ? "reconnecting" : "left";
+}
 
 function enterCall(resumed) {
   $("#call-status").textContent = "In the call";
@@ -180,11 +242,13 @@ function enterCall(resumed) {
     resumed,
   });
   if (state.roster.length) call.roster(state.roster);
+  callNotice();
 }
 
 function leaveCall() {
   if (call) call.exit();
   $("#sound-button").hidden = true;
+  $("#call-notice").hidden = true;
 }
 
 // -- the connection ---------------------------------------------------------------------
@@ -205,6 +269,7 @@ function onWelcome(w) {
   state.name = w.name || state.name;
   state.stage = w.stage;
   state.callStatus = w.call_status;
+  state.appointmentAt = w.starts_at ?? null;
   earlyRetries = 0;
   if (w.role === "host") {
     // A clinician's link opened on the patient page: the console is the clinician's page.
@@ -223,7 +288,7 @@ function onWelcome(w) {
     enterCall(w.resumed);
   } else {
     leaveCall();
-    if (w.stage === "waiting" || !again) state.ended = false;
+    if (w.stage === "waiting" || !again) state.ended = null;
     lobby();
   }
 }
@@ -239,22 +304,27 @@ function onMessage(m) {
       break;
     case "admitted":
       state.stage = "in_call";
-      state.ended = false;
+      state.ended = null;
       toast(m.by ? "The host has let you in." : "You're in the call.", { kind: "success", title: "Admitted", timeoutMs: 6000 });
       enterCall(false);
       break;
     case "roster":
       state.roster = m.participants;
-      if (state.stage === "in_call") call.roster(m.participants);
+      if (state.stage === "in_call") {
+        call.roster(m.participants);
+        callNotice();
+      }
       break;
-    case "ended":
+    case "ended": {
       leaveCall();
       state.stage = "lobby";
-      state.ended = true;
+      state.ended = m.reason || "host_ended";
       state.roster = [];
-      toast("The clinician has ended the call.", { title: "Call ended" });
+      const [title] = ENDED[state.ended] || ENDED.host_ended;
+      toast(`${title}.`, { title: "Call ended" });
       lobby();
       break;
+    }
     case "denied":
       state.deniedMessage = m.message ?? null;
       break;
@@ -351,6 +421,11 @@ function wireControls() {
     signal.send({ type: "knock" });
     $("#ask-button").hidden = true;
   });
+  $("#join-now-button").addEventListener("click", () => {
+    // The server lets us in (admitted) if the rule still allows it, else we wait.
+    signal.send({ type: "join" });
+    $("#join-now-button").hidden = true;
+  });
   $("#cancel-button").addEventListener("click", () => signal.send({ type: "knock_cancel" }));
   const leave = () => signal.leave();
   $("#lobby-leave").addEventListener("click", leave);
@@ -363,6 +438,9 @@ function main() {
   ({ signal, call } = connectCall({
     link,
     local,
+    // Join now (seed 002): the server tells us when we may join; the patient presses the
+    // button once the camera and microphone are ready.
+    features: ["join_now"],
     on: { welcome: onWelcome, message: onMessage, error: onError, state: onState, refused: unusable, closed: onClosed },
   }));
   wireControls();

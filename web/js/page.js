@@ -60,11 +60,11 @@ const CALL_MESSAGES = new Set(["offer", "answer", "candidate"]);
  * uses #grid, the call's and the preview's mute and camera buttons and #sound-button, and
  * follows device switches. `on` takes the Signal's events (signal.js): welcome(welcome),
  * message(message) for every server message but the call's own and errors, error(message),
- * state(detail), refused(code, details), closed(reason). Returns {signal, call}; nothing is
- * sent until the page calls signal.start().
+ * state(detail), refused(code, details), closed(reason). `features` go in the hello (§5.1).
+ * Returns {signal, call}; nothing is sent until the page calls signal.start().
  */
-export function connectCall({ link, local, on }) {
-  const signal = new Signal({ room: link.room, token: link.token, storageKey: link.storageKey });
+export function connectCall({ link, local, on, features = [] }) {
+  const signal = new Signal({ room: link.room, token: link.token, storageKey: link.storageKey, features });
   const call = new CallView({
     signal,
     local,

@@ -19,12 +19,14 @@ export const BACKOFF = { firstMs: 500, maxMs: 10000, attempts: 10 };
 const UNAVAILABLE_MIN_MS = 3000; // close 1013: "wait a few seconds" (§4.1)
 
 export class Signal extends EventTarget {
-  /** room: from the path; token: the join token; key: sessionStorage key prefix. */
-  constructor({ room, token, storageKey }) {
+  /** room: from the path; token: the join token; key: sessionStorage key prefix; features:
+   * what the page can do, sent in the hello (§5.1: "join_now" for a Join now button). */
+  constructor({ room, token, storageKey, features = [] }) {
     super();
     this.room = room;
     this.token = token;
     this.storageKey = storageKey;
+    this.features = features;
     this.name = null;
     this.ws = null;
     this.welcome = null;
@@ -132,6 +134,7 @@ export class Signal extends EventTarget {
       const hello = { type: "hello", id: "hello", room: this.room, token: this.token, protocol: 1 };
       if (resume) hello.resume = resume;
       if (this.name) hello.name = this.name;
+      if (this.features.length) hello.features = this.features;
       ws.send(JSON.stringify(hello));
       ws.sentResume = Boolean(resume);
     };
