@@ -552,6 +552,7 @@ class Hub:
                 subject=known.subject,
                 now=self.clock(),
                 connection=connection,
+                join_now=known.join_now,  # the same client, still connected
             )
 
         try:
