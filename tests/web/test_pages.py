@@ -118,9 +118,14 @@ async def test_patient_waits_clinician_is_notified_starts_and_both_see_video(web
     # The clinician steps out (the call goes on) and comes back with Rejoin.
     await console.click("#leave-button")
     await wait_state(console, "s.stage === 'lobby' && s.sessionId !== null && s.connected")
+    # The patient is told the clinician has left the call (and may be back).
+    await patient.wait_for_function("document.body.dataset.clinician === 'left'")
+    assert "Your clinician has left the call" in await text(patient, "#call-notice")
     assert await text(console, "#join-button") == "Rejoin"
     await console.click("#join-button")
     await wait_state(console, "s.stage === 'in_call' && s.roster.length === 2")
+    await patient.wait_for_function("document.body.dataset.clinician === 'present'")
+    assert await patient.locator("#call-notice").is_hidden()
     await media_flowing(console, 1)
     await media_flowing(patient, 1)
 
