@@ -125,8 +125,6 @@ def arrive(
     pid: ParticipantId,
     role: Role,
     *,
-    name: str | None,
-    subject: str | None,
     now: float,
     connection: str | None = None,
     booking: Booking = NO_BOOKING,
@@ -139,8 +137,6 @@ def arrive(
     events = room.arrive(
         pid,
         role,
-        name=name,
-        subject=subject,
         now=now,
         connection=connection,
         booking=booking,

@@ -3,6 +3,10 @@
 A room's state is the fold of its events (`rooms.room.Room.apply`); the same events, in
 order, are the room's activity timeline. Events are plain values: `to_record` and
 `from_record` turn them into dicts of primitives for any storage codec.
+
+Events are pseudonymous: they name participants by id only, never by name, e-mail, phone
+or the clinic's id for them, because they are kept (for the activity timeline and the
+audit trail) longer than anyone needs a name.
 """
 
 from __future__ import annotations
@@ -64,8 +68,8 @@ class Event:
     ``participant`` is whom it concerns. The other fields are set only by the kinds that
     carry them:
 
-    - ARRIVED: ``role``, ``name``, ``subject``, and what the join link says of the
-      participant's appointment (``appointment``, ``starts_at``, ``ends_at``, ``capacity``);
+    - ARRIVED: ``role``, and what the join link says of the participant's appointment
+      (``appointment``, ``starts_at``, ``ends_at``, ``capacity``);
     - ARRIVED and RECONNECTED: ``connection`` (which connection of the participant) and
       ``join_now`` (its client confirms its own entry); DISCONNECTED: ``connection``;
     - KNOCKED: ``reason``; exits, departures and SESSION_ENDED: ``cause`` (None on a
@@ -79,8 +83,6 @@ class Event:
     actor: ParticipantId | None = None
     participant: ParticipantId | None = None
     role: Role | None = None
-    name: str | None = None
-    subject: str | None = None
     reason: WaitReason | None = None
     cause: ExitCause | None = None
     message: str | None = None
@@ -121,7 +123,7 @@ class Event:
                     fields[key] = _expect(raw, holds, key)
         except KeyError as exc:
             raise ValueError(f"event record lacks {exc.args[0]!r}") from None
-        unknown = set(record) - set(_OPTIONAL) - {"kind", "at"}
+        unknown = set(record) - set(_OPTIONAL) - {"kind", "at"} - _LEGACY
         if unknown:
             raise ValueError(f"event record has unknown fields {sorted(unknown)}")
         missing = _REQUIRED.get(kind, {"participant"}) - set(fields)
@@ -135,8 +137,6 @@ _OPTIONAL: dict[str, type] = {
     "actor": str,
     "participant": str,
     "role": Role,
-    "name": str,
-    "subject": str,
     "reason": WaitReason,
     "cause": ExitCause,
     "message": str,
@@ -149,6 +149,11 @@ _OPTIONAL: dict[str, type] = {
     "closes_at": float,
     "join_now": bool,
 }
+
+
+# Fields that records written before events became pseudonymous carry (a display name and
+# the clinic's id for the person, on ARRIVED): read and dropped, never written.
+_LEGACY = frozenset({"name", "subject"})
 
 
 # What `Room.apply` needs of each kind; every other kind needs a participant.

@@ -36,10 +36,12 @@ NO_BOOKING = Booking()
 
 @dataclass(frozen=True, slots=True)
 class Participant:
+    """One person in a room. Who they are (a name, the clinic's id for them) is not part of
+    the room: the room's events are kept for its activity and audit, so they carry only
+    pseudonymous ids; names are presentation, kept apart by the server."""
+
     id: ParticipantId
     role: Role
-    name: str | None
-    subject: str | None
     stage: Stage = Stage.LOBBY
     knocked_at: float | None = None  # when it joined the waiting room, while WAITING
     absent_since: float | None = None  # set while its connection is lost

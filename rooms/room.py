@@ -28,6 +28,7 @@ from rooms.participants import NO_BOOKING, Booking, Participant, Session, Stage
 from rooms.roles import Role
 
 K = EventKind
+SNAPSHOT_FORMAT = 2  # 2: pseudonymous (no names), appointments per participant and call
 ENDED_KEPT = 64  # appointments whose call ended that a room remembers (call status ENDED)
 
 
@@ -66,6 +67,7 @@ class Room:
         """The state as primitives, for storage; `from_snapshot` restores it."""
         session = self.session
         return {
+            "format": SNAPSHOT_FORMAT,
             "room": self.id,
             "version": self.version,
             "session": None
@@ -74,9 +76,9 @@ class Room:
                   session.ended_at, session.closes_at, session.host_away_since,
                   None if session.end_cause is None else session.end_cause.value],
             "participants": [
-                [p.id, p.role.value, p.name, p.subject, p.stage.value, p.knocked_at,
-                 p.absent_since, p.connection, p.booking.appointment, p.booking.starts_at,
-                 p.booking.ends_at, p.booking.capacity, p.join_now]
+                [p.id, p.role.value, p.stage.value, p.knocked_at, p.absent_since,
+                 p.connection, p.booking.appointment, p.booking.starts_at, p.booking.ends_at,
+                 p.booking.capacity, p.join_now]
                 for p in self._participants.values()
             ],
             "queue": list(self._queue),
@@ -85,8 +87,12 @@ class Room:
 
     @classmethod
     def from_snapshot(cls, data: Mapping[str, Any]) -> Room:
-        """Restore a room from `snapshot` output (trusted storage: anything else raises
-        KeyError, TypeError or ValueError)."""
+        """Restore a room from `snapshot` output (trusted storage: anything else, a snapshot
+        of another format included, raises KeyError, TypeError or ValueError)."""
+        if data.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(
+                f"room snapshot format {data.get('format')!r} is not {SNAPSHOT_FORMAT}"
+            )
         room = cls(RoomId(data["room"]))
         room.version = int(data["version"])
         if data["session"] is not None:
@@ -96,13 +102,12 @@ class Room:
                 None if cause is None else ExitCause(cause),
             )  # fmt: skip
         for record in data["participants"]:
-            pid, role, name, subject, stage, knocked, absent, conn = record[:8]
-            appointment, starts_at, ends_at, capacity, join_now = record[8:]
-            booking = Booking(appointment, starts_at, ends_at, capacity)
+            pid, role, stage, knocked, absent, conn = record[:6]
+            booking = Booking(*record[6:10])
             room._store(
                 Participant(
-                    pid, Role(role), name, subject, Stage(stage), knocked, absent, conn,
-                    NO_BOOKING if booking == NO_BOOKING else booking, bool(join_now),
+                    pid, Role(role), Stage(stage), knocked, absent, conn,
+                    NO_BOOKING if booking == NO_BOOKING else booking, bool(record[10]),
                 )
             )  # fmt: skip
         room._queue = {ParticipantId(pid): None for pid in data["queue"]}
@@ -172,8 +177,6 @@ class Room:
         pid: ParticipantId,
         role: Role,
         *,
-        name: str | None,
-        subject: str | None,
         now: float,
         connection: str | None = None,
         booking: Booking = NO_BOOKING,
@@ -211,8 +214,6 @@ class Room:
                 actor=pid,
                 participant=pid,
                 role=role,
-                name=name,
-                subject=subject,
                 connection=connection,
                 appointment=booking.appointment,
                 starts_at=booking.starts_at,
@@ -406,7 +407,7 @@ class Room:
             booking = Booking(event.appointment, event.starts_at, event.ends_at, event.capacity)
             self._store(
                 Participant(
-                    pid, event.role, event.name, event.subject, connection=event.connection,
+                    pid, event.role, connection=event.connection,
                     booking=NO_BOOKING if booking == NO_BOOKING else booking,
                     join_now=bool(event.join_now),
                 ),

@@ -3,7 +3,8 @@ delivery of transient messages (offer, answer, candidate) from node to node.
 
 Keys:
 - ``vst:nodes``: sorted set, node id -> unix time of its last heartbeat.
-- ``vst:node:<id>:rooms``: rooms in which the node has (or had) participants.
+- ``vst:node:<id>:rooms``: rooms in which the node has participants (a room leaves it
+  when the node stops serving it).
 - ``vst:{<room>}:where``: hash, participant id -> ``<node id> <connection id>`` of its
   connection (the connection too, so that cleaning up after a dead node can never touch
   a newer connection of the same participant on a live node).
@@ -117,6 +118,14 @@ class Bus:
             pipe.hset(where_key(room_id), pid, f"{self.node_id} {connection}")
             pipe.sadd(rooms_key(self.node_id), room_id)
             await pipe.execute()
+
+    async def unserve(self, room_id: RoomId) -> None:
+        """This node holds nobody in ``room_id`` any more: its clean-up need not look there."""
+        await self.redis.srem(rooms_key(self.node_id), room_id)
+
+    async def serve(self, room_id: RoomId) -> None:
+        """This node holds (or is about to hold) participants in ``room_id``."""
+        await self.redis.sadd(rooms_key(self.node_id), room_id)
 
     async def unregister(
         self, room_id: RoomId, pid: ParticipantId, connection: str, node_id: str | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import Callable
@@ -110,6 +111,7 @@ class Connection:
         self.pid = ParticipantId("")
         self.claims: JoinClaims | None = None
         self.booking = NO_BOOKING  # what this connection's join token says of its appointment
+        self.name: str | None = None  # the display name others see
         self._closing: int | None = None  # the close code, once closing
         self._reader: asyncio.Task[object] | None = None
         self._seen = 0.0  # loop time of the last frame from the client
@@ -358,7 +360,7 @@ class Connection:
         present = pid in (await self.hub.room(room_id)).participants
         if window is not None and not present:
             window.check(now)
-        name = policy.display_name(claims.role, known_name, message.get("name"))
+        name = self.name = policy.display_name(claims.role, known_name, message.get("name"))
         self.room_id, self.pid, self.claims = room_id, pid, claims
         self.view.appointment, self.view.window = claims.appointment, window
 
@@ -373,8 +375,6 @@ class Connection:
                 room,
                 pid,
                 claims.role,
-                name=name,
-                subject=claims.subject,
                 now=now,
                 connection=connection,
                 booking=booking,
@@ -389,6 +389,7 @@ class Connection:
             window=window,
             appointment=claims.appointment,
             welcome=lambda room: self.deliver(self._welcome(room, resumed=present, now=now)),
+            name=name,
         )
         log.info("%s joined %s as %s", pid, room_id, claims.role.value)
 
@@ -398,8 +399,14 @@ class Connection:
         general-link guest is new each time unless it resumes."""
         if claims.subject is None:
             return ParticipantId("g_" + secrets.token_urlsafe(9))
-        digest = hashlib.sha256(f"{claims.room}\0{claims.role.value}\0{claims.subject}".encode())
-        return ParticipantId("p_" + digest.hexdigest()[:16])
+        # Keyed, not a bare hash: the clinic's ids for people are guessable, and an id seen
+        # in a log or an event must not give them back.
+        mac = hmac.new(
+            self.settings.participant_key,
+            f"{claims.room}\0{claims.role.value}\0{claims.subject}".encode(),
+            hashlib.sha256,
+        )
+        return ParticipantId("p_" + mac.hexdigest()[:16])
 
     def _window(self, claims: JoinClaims) -> JoinWindow | None:
         if claims.starts_at is None or claims.ends_at is None:
@@ -419,7 +426,7 @@ class Connection:
             room=self.room_id,
             participant=self.pid,
             role=participant.role,
-            name=participant.name,
+            name=self.name,
             appointment=self.claims.appointment,
             not_before=now,
             expires_at=now + settings.resume_ttl,
@@ -442,7 +449,7 @@ class Connection:
             "room": self.room_id,
             "participant_id": self.pid,
             "role": participant.role.value,
-            "name": participant.name,
+            "name": self.name,
             "stage": participant.stage.value,
             "call_status": status,
             "appointment_id": self.booking.appointment,

@@ -7,17 +7,24 @@ on the same room cannot both win. The key carries the room's hash tag and the sc
 touches only that key, so the same code runs on Redis Cluster.
 
 The same script publishes what it appended on the room's channel, ``vst:{<room>}:feed``:
-a msgpack array ``[previous last id, [ids...], [events...]]``. A node that serves the room
-subscribes to it and folds the events straight from the message when the previous id is
-the last one it has folded (otherwise it reads the stream). Redis sends the message, like
-the append's reply, only once the append is written (fsynced with ``appendfsync
-always``); nothing extra is stored. An optional ``note`` is queued in the same round trip
-as the append (the projector's change note, `signalling.projector.queue_change`).
+a msgpack array ``[previous last id, [ids...], [events...], [participant, name, ...]]``. A
+node that serves the room subscribes to it and folds the events straight from the message
+when the previous id is the last one it has folded (otherwise it reads the stream). Redis
+sends the message, like the append's reply, only once the append is written (fsynced with
+``appendfsync always``); nothing extra is stored. An optional ``note`` is queued in the same
+round trip as the append (the projector's change note, `signalling.projector.queue_change`).
+
+Events are pseudonymous. The display names of the people in a room live beside its stream,
+in ``vst:{<room>}:names`` (participant id -> name), written by the append that records their
+arrival and deleted by the one that records their departure; the feed message carries the
+names an append wrote, so other nodes need no read. The same departure removes the
+participant's routing entry (``vst:{<room>}:where``, `signalling.bus`) if it still names
+the connection the participant left on. All three keys carry the room's hash tag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -26,26 +33,50 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from rooms.events import Event
-from rooms.ids import RoomId
+from rooms.ids import ParticipantId, RoomId
+from signalling.bus import where_key
 
 StreamId = str
 EMPTY: StreamId = "0-0"
 PAGE = 1000
 
+# KEYS: the stream, the names, the routing entries. ARGV: the expected last id, the feed
+# channel, then three counted lists: events; (participant, name) pairs to keep; and
+# (participant, connection) pairs of departures, whose names go and whose routing entry
+# goes if it still names that connection.
 _APPEND = """
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local last_id = '0-0'
 if #last > 0 then last_id = last[1][1] end
 if last_id ~= ARGV[1] then return {'conflict', last_id} end
 local out = {'ok'}
-local ids, events = {}, {}
-for i = 3, #ARGV do
+local ids, events, names = {}, {}, {}
+local i = 3
+for _ = 1, tonumber(ARGV[i]) do
+  i = i + 1
   local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
   out[#out + 1] = id
   ids[#ids + 1] = id
   events[#events + 1] = ARGV[i]
 end
-redis.call('PUBLISH', ARGV[2], cmsgpack.pack({ARGV[1], ids, events}))
+i = i + 1
+for _ = 1, tonumber(ARGV[i]) do
+  redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i + 2])
+  names[#names + 1] = ARGV[i + 1]
+  names[#names + 1] = ARGV[i + 2]
+  i = i + 2
+end
+i = i + 1
+for _ = 1, tonumber(ARGV[i]) do
+  local pid, connection = ARGV[i + 1], ARGV[i + 2]
+  redis.call('HDEL', KEYS[2], pid)
+  local where = redis.call('HGET', KEYS[3], pid)
+  if where and connection ~= '' and string.sub(where, -#connection - 1) == ' ' .. connection then
+    redis.call('HDEL', KEYS[3], pid)
+  end
+  i = i + 2
+end
+redis.call('PUBLISH', ARGV[2], cmsgpack.pack({ARGV[1], ids, events, names}))
 return out
 """
 
@@ -61,11 +92,28 @@ def feed_channel(room_id: RoomId) -> str:
     return f"vst:{{{room_id}}}:feed"
 
 
-def parse_feed(data: bytes) -> tuple[StreamId, list[StreamId], list[bytes]]:
+def names_key(room_id: RoomId) -> str:
+    """The display names of the people in ``room_id`` (hash: participant id -> name)."""
+    return f"vst:{{{room_id}}}:names"
+
+
+Feed = tuple[StreamId, list[StreamId], list[bytes], dict[ParticipantId, str]]
+
+
+def parse_feed(data: bytes) -> Feed:
     """A feed message: the stream's last id before the append, the appended events' ids,
-    and the events (undecoded)."""
-    previous, ids, events = msgpack.unpackb(data, raw=True)
-    return previous.decode(), [i.decode() for i in ids], list(events)
+    the events (undecoded), and the names the append recorded."""
+    previous, ids, events, names = msgpack.unpackb(data, raw=True)
+    pairs = iter(names)
+    return (
+        previous.decode(),
+        [i.decode() for i in ids],
+        list(events),
+        {
+            ParticipantId(pid.decode()): name.decode()
+            for pid, name in zip(pairs, pairs, strict=True)
+        },
+    )
 
 
 def parse_id(stream_id: StreamId) -> tuple[int, int]:
@@ -101,29 +149,46 @@ class EventLog:
         self._append = redis.register_script(_APPEND)
 
     async def append(
-        self, room_id: RoomId, expected: StreamId, events: Sequence[Event]
+        self,
+        room_id: RoomId,
+        expected: StreamId,
+        events: Sequence[Event],
+        *,
+        names: Mapping[ParticipantId, str] | None = None,
+        gone: Sequence[tuple[ParticipantId, str | None]] = (),
     ) -> list[StreamId]:
         """Append ``events`` if the stream's last id is ``expected``; return their ids.
+        With them, keep ``names`` (the people the events bring in) and forget the names and
+        routing entries of ``gone`` (participant, the connection it was on).
 
-        Raise Conflict (nothing appended) if another writer got there first."""
-        args: list[Any] = [expected, feed_channel(room_id), *(encode(e) for e in events)]
-        key = events_key(room_id)
+        Raise Conflict (nothing appended, nothing kept or forgotten) if another writer got
+        there first."""
+        names = names or {}
+        args: list[Any] = [expected, feed_channel(room_id), len(events)]
+        args += [encode(e) for e in events]
+        args.append(len(names))
+        for pid, name in names.items():
+            args += [pid, name]
+        args.append(len(gone))
+        for pid, connection in gone:
+            args += [pid, connection or ""]
+        keys = [events_key(room_id), names_key(room_id), where_key(room_id)]
         if self.note is None:
-            reply = await self._append(keys=[key], args=args)
+            reply = await self._append(keys=keys, args=args)
         else:
-            reply = await self._append_noted(room_id, key, args)
+            reply = await self._append_noted(room_id, keys, args)
         status, *rest = (_text(item) for item in reply)
         if status != "ok":
             raise Conflict(rest[0])
         return rest
 
-    async def _append_noted(self, room_id: RoomId, key: str, args: list[Any]) -> Any:
+    async def _append_noted(self, room_id: RoomId, keys: list[str], args: list[Any]) -> Any:
         """The script and the note in one pipeline: one round trip, and (commands that
         arrive together are written together) one fsync."""
         assert self.note is not None
         for _ in range(2):
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(self._append.sha, 1, key, *args)
+                pipe.evalsha(self._append.sha, len(keys), *keys, *args)
                 self.note(pipe, room_id)
                 replies = await pipe.execute(raise_on_error=False)
             reply = replies[0]
@@ -136,6 +201,15 @@ class EventLog:
             # appended. Load it and send both again (a second note is harmless).
             self._append.sha = await self.redis.script_load(self._append.script)
         raise NoScriptError("the append script could not be loaded")
+
+    async def names(
+        self, room_id: RoomId, participants: Sequence[ParticipantId]
+    ) -> dict[ParticipantId, str]:
+        """The names of ``participants`` in the room, of those who have one."""
+        if not participants:
+            return {}
+        values: Any = await self.redis.hmget(names_key(room_id), list(participants))
+        return {p: _text(v) for p, v in zip(participants, values, strict=True) if v is not None}
 
     async def read(self, room_id: RoomId, after: StreamId = EMPTY) -> list[tuple[StreamId, Event]]:
         """Every event after ``after``, oldest first."""

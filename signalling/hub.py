@@ -35,6 +35,7 @@ from admission.policy import DEFAULT_HOST_ABSENCE, check_signal, due, tick
 from admission.window import JoinWindow
 from rooms.events import Event, EventKind, ExitCause
 from rooms.ids import AppointmentId, ParticipantId, RoomId
+from rooms.participants import Participant
 from rooms.room import Room
 from signalling.bus import Bus
 from signalling.errors import PeerUnavailable, RoomBusy
@@ -89,6 +90,8 @@ class _Entry:
     early: list[bytes] = field(default_factory=list)  # feed messages while loading
     stale: bool = False  # the fold missed events: read the stream again
     resync: asyncio.Task[None] | None = None  # reading the stream for that
+    # Display names of the people in the room: the events have none (eventlog.names_key).
+    names: dict[ParticipantId, str] = field(default_factory=dict)
 
 
 class _Feed(PubSub):
@@ -155,7 +158,15 @@ class Hub:
         return entry
 
     async def _catch_up(self, entry: _Entry) -> None:
-        self._absorb(entry, await self.log.read(entry.room.id, after=entry.last_id))
+        await self._absorb_read(entry, await self.log.read(entry.room.id, after=entry.last_id))
+
+    async def _absorb_read(self, entry: _Entry, batch: list[tuple[StreamId, Event]]) -> None:
+        """Fold events read from the stream, with the names of the people they bring in
+        (read first: the feed carries names, a stream read does not)."""
+        arrived = {e.participant for _, e in batch if e.kind is EventKind.ARRIVED}
+        missing = [p for p in arrived if p is not None and p not in entry.names]
+        entry.names.update(await self.log.names(entry.room.id, missing))
+        self._absorb(entry, batch)
 
     async def _rebuild(self, entry: _Entry) -> None:
         """The stream is behind this node's fold (Redis came back without its tail, e.g.
@@ -167,6 +178,8 @@ class Hub:
         for stream_id, event in await self.log.read(room.id):
             room.apply(event)
             last_id = stream_id
+        missing = [p for p in room.participants if p not in entry.names]
+        entry.names.update(await self.log.names(room.id, missing))
         entry.room, entry.last_id = room, last_id
         self._fan_out(entry, [])
         self._resync(entry)  # anything appended since that read
@@ -196,15 +209,26 @@ class Hub:
         entry: _Entry,
         command: Command,
         attach: Callable[[], tuple[ParticipantId, Peer]] | None,
+        names: dict[ParticipantId, str] | None = None,
     ) -> list[Event]:
+        """Decide and record ``command``; ``names`` are the display names of the people it
+        brings in, recorded with its events (departures forget theirs)."""
         async with entry.lock:
             for _ in range(ATTEMPTS):
                 trial = entry.room.clone()
                 expected = entry.last_id
                 events = command(trial)
                 if events:
+                    known = entry.room.participants
+                    gone = [
+                        (e.participant, _connection(known.get(e.participant)))
+                        for e in events
+                        if e.kind is EventKind.DEPARTED and e.participant is not None
+                    ]
                     try:
-                        ids = await self.log.append(entry.room.id, expected, events)
+                        ids = await self.log.append(
+                            entry.room.id, expected, events, names=names, gone=gone
+                        )
                     except Conflict as conflict:
                         # Behind what this attempt was based on (not the fold as it is
                         # now: the feed may have folded newer events meanwhile).
@@ -214,6 +238,8 @@ class Hub:
                             await self._catch_up(entry)
                         continue
                 tail_was_first = entry.last_id != expected  # the feed folded and told ours
+                if events and names:
+                    entry.names.update(names)
                 if events and not tail_was_first:
                     entry.room = trial
                     entry.last_id = ids[-1]
@@ -239,16 +265,19 @@ class Hub:
         window: JoinWindow | None,
         appointment: AppointmentId | None,
         welcome: Callable[[Room], None],
+        name: str | None = None,
     ) -> list[Event]:
-        """Attach ``peer`` as participant ``pid`` and run its arrival ``command``.
+        """Attach ``peer`` as participant ``pid`` (shown to others as ``name``) and run its
+        arrival ``command``.
 
         ``welcome`` is called with the room after the arrival and before any other message
         reaches the peer. An older connection of the same participant is closed as
         replaced."""
         entry = self._rooms.get(room_id) or self._rooms.setdefault(room_id, _Entry(Room(room_id)))
         entry.busy += 1
+        names = None if name is None else {pid: name}
         try:
-            return await self._join(entry, pid, peer, command, window, appointment, welcome)
+            return await self._join(entry, pid, peer, command, window, appointment, welcome, names)
         finally:
             entry.busy -= 1
 
@@ -261,6 +290,7 @@ class Hub:
         window: JoinWindow | None,
         appointment: AppointmentId | None,
         welcome: Callable[[Room], None],
+        names: dict[ParticipantId, str] | None,
     ) -> list[Event]:
         room_id = entry.room.id
         await self._load(room_id)
@@ -278,7 +308,7 @@ class Hub:
             return pid, peer
 
         try:
-            events = await self._commit(entry, command, attach)
+            events = await self._commit(entry, command, attach, names)
         except BaseException:
             await self.bus.unregister(room_id, pid, peer.connection_id)
             raise
@@ -451,11 +481,12 @@ class Hub:
     def _take(self, entry: _Entry, data: bytes) -> None:
         """A message from the room's feed: fold it if it follows on from the fold, skip it
         if the fold has it, else read the stream."""
-        previous, ids, events = parse_feed(data)
+        previous, ids, events, names = parse_feed(data)
         last = parse_id(entry.last_id)
         if parse_id(ids[-1]) <= last:
             return  # this node appended it, or read it already
         if parse_id(previous) == last:
+            entry.names.update(names)
             self._absorb(entry, [(i, decode(e)) for i, e in zip(ids, events, strict=True)])
         else:
             self._resync(entry)
@@ -475,7 +506,9 @@ class Hub:
         try:
             while entry.stale:
                 entry.stale = False
-                self._absorb(entry, await self.log.read(entry.room.id, after=entry.last_id))
+                await self._absorb_read(
+                    entry, await self.log.read(entry.room.id, after=entry.last_id)
+                )
         except RedisError as exc:  # the feed fails too, and reads again once it is back
             log.warning("room %s: cannot read its stream (%s)", entry.room.id, type(exc).__name__)
         finally:
@@ -511,6 +544,9 @@ class Hub:
             ):
                 del self._rooms[room_id]
                 await self._unfollow(room_id)
+                await self.bus.unserve(room_id)
+                if room_id in self._rooms:  # a join began meanwhile: it may have registered
+                    await self.bus.serve(room_id)
         self.sweeps += 1
         return removed
 
@@ -548,8 +584,6 @@ class Hub:
             return room.arrive(
                 pid,
                 known.role,
-                name=known.name,
-                subject=known.subject,
                 now=self.clock(),
                 connection=connection,
                 join_now=known.join_now,  # the same client, still connected
@@ -604,6 +638,7 @@ class Hub:
                     del entry.peers[event.participant]
                     stale.close(CLOSE_REPLACED, "replaced by a newer connection")
             if event.kind is EventKind.DEPARTED and event.participant is not None:
+                entry.names.pop(event.participant, None)
                 gone = entry.peers.get(event.participant)
                 if gone is not None:
                     del entry.peers[event.participant]
@@ -627,7 +662,11 @@ class Hub:
             peer.deliver(message)
 
     def _snapshot(self, entry: _Entry) -> Snapshot:
-        return Snapshot(entry.room, now=self.clock(), shared=entry.shared)
+        return Snapshot(entry.room, now=self.clock(), shared=entry.shared, names=entry.names)
+
+
+def _connection(participant: Participant | None) -> str | None:
+    return None if participant is None else participant.connection
 
 
 def _connected(feed: PubSub) -> bool:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -44,6 +46,10 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class Settings:
     keyring: KeyRing
+    # Keys the participant ids of booked people (HMAC of room, role and the clinic's id for
+    # them), so that an id seen in a log or an event gives nothing back. None: derived from
+    # the key ring (`participant_key`).
+    pseudonym_key: bytes | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: Path = Path("vestibule-data")
@@ -81,6 +87,17 @@ class Settings:
     delivery_poll: float = 1.0  # how often due retries are looked for
 
     @property
+    def participant_key(self) -> bytes:
+        """The key participant ids are derived with: ``pseudonym_key``, or else one derived
+        from the key ring's first key by id, so every node of a deployment (same keys) gets
+        the same ids. Retiring that key changes the ids: set VESTIBULE_PSEUDONYM_KEY to keep
+        them across rotations."""
+        if self.pseudonym_key is not None:
+            return self.pseudonym_key
+        first = min(self.keyring.keys)
+        return hmac.new(self.keyring.keys[first], _PSEUDONYM_LABEL, hashlib.sha256).digest()
+
+    @property
     def heartbeat_every(self) -> float:
         """How often a node says it is alive: five times per node timeout, so a live node
         is never taken for dead by a late heartbeat or two."""
@@ -113,8 +130,10 @@ class Settings:
             rate_burst=_int(env, "VESTIBULE_RATE_BURST", default.rate_burst),
             idle_timeout=_float(env, "VESTIBULE_IDLE_TIMEOUT", default.idle_timeout),
         )
+        keyring = _keyring(env, data_dir)
         settings = cls(
-            keyring=_keyring(env, data_dir),
+            keyring=keyring,
+            pseudonym_key=_pseudonym_key(env, data_dir),
             host=env.get("VESTIBULE_HOST", "127.0.0.1"),
             port=_int(env, "VESTIBULE_PORT", 8080),
             data_dir=data_dir,
@@ -264,13 +283,42 @@ def _keyring(env: Mapping[str, str], data_dir: Path) -> KeyRing:
     return load_or_create_keys(data_dir)
 
 
+_PSEUDONYM_LABEL = b"vestibule participant ids v1"
+
+
+def _pseudonym_key(env: Mapping[str, str], data_dir: Path) -> bytes | None:
+    """VESTIBULE_PSEUDONYM_KEY (base64, 32 bytes or more), else the one kept in the data
+    directory's key file (embedded default), else None (derived from the key ring)."""
+    configured = env.get("VESTIBULE_PSEUDONYM_KEY")
+    if configured:
+        try:
+            key = base64.b64decode(configured, validate=True)
+        except binascii.Error:
+            raise ConfigError("VESTIBULE_PSEUDONYM_KEY is not base64") from None
+        if len(key) < 32:
+            raise ConfigError("VESTIBULE_PSEUDONYM_KEY must be at least 32 bytes")
+        return key
+    if env.get("VESTIBULE_KEYS"):
+        return None
+    path = data_dir / KEYS_FILE
+    try:
+        record = json.loads(path.read_text())
+        return base64.b64decode(record["pseudonym"]) if "pseudonym" in record else None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
 def load_or_create_keys(data_dir: Path) -> KeyRing:
     """The key ring kept in ``data_dir``; created (readable by the owner only) if absent."""
     path = data_dir / KEYS_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         kid = "k" + secrets.token_hex(4)
-        record = {"signing": kid, "keys": {kid: base64.b64encode(new_secret()).decode()}}
+        record = {
+            "signing": kid,
+            "keys": {kid: base64.b64encode(new_secret()).decode()},
+            "pseudonym": base64.b64encode(new_secret()).decode(),
+        }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record))
         tmp.chmod(0o600)

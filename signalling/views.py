@@ -17,7 +17,7 @@ identity check, and `frame` encodes a shared message once per codec for all its 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -70,8 +70,17 @@ class Snapshot:
     ``shared`` holds the shared messages built for the room's previous change (and is
     updated): a payload that has not changed is reused as the same object."""
 
-    def __init__(self, room: Room, *, now: float, shared: dict[str, Shared] | None = None) -> None:
+    def __init__(
+        self,
+        room: Room,
+        *,
+        now: float,
+        shared: dict[str, Shared] | None = None,
+        names: Mapping[ParticipantId, str] | None = None,
+    ) -> None:
+        """``names`` are the display names of the room's people (the room has none)."""
         self.room = room
+        self.names: Mapping[ParticipantId, str] = {} if names is None else names
         self.now = now
         self.shared: dict[str, Shared] = {} if shared is None else shared
         self._lobby: dict[tuple[Role, AppointmentId | None, bool], Shared] = {}
@@ -94,7 +103,7 @@ class Snapshot:
 
     @cached_property
     def roster(self) -> list[dict[str, object]]:
-        return [_person(p) for p in self.room.in_call()]
+        return [self._person(p) for p in self.room.in_call()]
 
     @cached_property
     def waiting_list(self) -> list[dict[str, object]]:
@@ -105,7 +114,7 @@ class Snapshot:
             verdict = decide(self.room, p)
             out.append(
                 {
-                    **_person(p),
+                    **self._person(p),
                     "reason": verdict.reason.value,
                     "position": i,
                     "since": p.knocked_at,
@@ -152,6 +161,15 @@ class Snapshot:
             )
         return message
 
+    def _person(self, p: Participant) -> dict[str, object]:
+        # "connected" lets peers see a participant drop (and come back) within its grace
+        return {
+            "participant_id": p.id,
+            "role": p.role.value,
+            "name": self.names.get(p.id),
+            "connected": p.connected,
+        }
+
     def _reuse(self, key: str, built: Message) -> Shared:
         previous = self.shared.get(key)
         if previous is not None and previous == built:
@@ -174,11 +192,6 @@ def call_status_for(room: Room, view: View, now: float) -> CallStatus:
     """The call status for the appointment (and join window) of ``view``'s token."""
     closed = view.window is not None and view.window.state(now) is WindowState.CLOSED
     return call_status(room, appointment=view.appointment, window_closed=closed)
-
-
-def _person(p: Participant) -> dict[str, object]:
-    # "connected" lets peers see a participant drop (and come back) within its grace period
-    return {"participant_id": p.id, "role": p.role.value, "name": p.name, "connected": p.connected}
 
 
 def notices(pid: ParticipantId, events: Iterable[Event]) -> list[Message]:

@@ -78,7 +78,7 @@ class RoomMachine(RuleBasedStateMachine):
         booking: Booking = booked(appointment, capacity=2)
         self._do(
             lambda: policy.arrive(
-                self.room, who, role, name="N", subject=None, now=self.now,
+                self.room, who, role, now=self.now,
                 booking=booking, join_now=join_now, connection=f"c{self.now}",
             )
         )  # fmt: skip
@@ -105,7 +105,7 @@ class RoomMachine(RuleBasedStateMachine):
     def host_back(self) -> None:
         self._do(
             lambda: policy.arrive(
-                self.room, HOST, Role.HOST, name="Dr", subject=None, now=self.now,
+                self.room, HOST, Role.HOST, now=self.now,
                 booking=booked(None, capacity=2), connection=f"h{self.now}",
             )
         )  # fmt: skip

@@ -13,7 +13,7 @@ A = ParticipantId("p_a")
 
 def room_with(connection: str) -> Room:
     room = Room(RoomId("r"))
-    room.arrive(A, Role.PATIENT, name="A", subject="a", now=1.0, connection=connection)
+    room.arrive(A, Role.PATIENT, now=1.0, connection=connection)
     room.knock(A, 1.0, WAIT)
     return room
 
@@ -25,12 +25,12 @@ def test_arrival_records_the_connection() -> None:
 
 def test_same_live_connection_again_is_nothing() -> None:
     room = room_with("c1")
-    assert room.arrive(A, Role.PATIENT, name="A", subject="a", now=2.0, connection="c1") == []
+    assert room.arrive(A, Role.PATIENT, now=2.0, connection="c1") == []
 
 
 def test_a_new_connection_takes_over_a_live_one_and_keeps_the_place() -> None:
     room = room_with("c1")
-    events = room.arrive(A, Role.PATIENT, name="A", subject="a", now=2.0, connection="c2")
+    events = room.arrive(A, Role.PATIENT, now=2.0, connection="c2")
     assert events == [Event(EventKind.RECONNECTED, 2.0, actor=A, participant=A, connection="c2")]
     assert room.get(A).connection == "c2"
     assert room.position(A) == 1
@@ -40,7 +40,7 @@ def test_a_late_report_about_an_old_connection_changes_nothing() -> None:
     # Node 1 died holding c1; the participant resumed on node 2 as c2 before the survivors
     # cleaned up after node 1: that clean-up must not mark it gone.
     room = room_with("c1")
-    room.arrive(A, Role.PATIENT, name="A", subject="a", now=2.0, connection="c2")
+    room.arrive(A, Role.PATIENT, now=2.0, connection="c2")
     version = room.version
     assert room.disconnect(A, 3.0, connection="c1") == []
     assert room.version == version
@@ -52,7 +52,7 @@ def test_losing_the_current_connection_marks_it_absent() -> None:
     events = room.disconnect(A, 3.0, connection="c1")
     assert events == [Event(EventKind.DISCONNECTED, 3.0, participant=A, connection="c1")]
     assert room.get(A).absent_since == 3.0
-    resumed = room.arrive(A, Role.PATIENT, name="A", subject="a", now=4.0, connection="c3")
+    resumed = room.arrive(A, Role.PATIENT, now=4.0, connection="c3")
     assert [e.kind for e in resumed] == [EventKind.RECONNECTED]
     assert room.get(A).connected
     assert room.get(A).connection == "c3"
@@ -61,7 +61,7 @@ def test_losing_the_current_connection_marks_it_absent() -> None:
 def test_connections_survive_the_fold() -> None:
     room = room_with("c1")
     log = [
-        *room.arrive(A, Role.PATIENT, name="A", subject="a", now=2.0, connection="c2"),
+        *room.arrive(A, Role.PATIENT, now=2.0, connection="c2"),
         *room.disconnect(A, 3.0, connection="c2"),
     ]
     rebuilt = Room(RoomId("r"))
@@ -69,7 +69,7 @@ def test_connections_survive_the_fold() -> None:
         [
             Event.from_record(e.to_record())
             for e in [
-                Event(EventKind.ARRIVED, 1.0, A, A, Role.PATIENT, "A", "a", connection="c1"),
+                Event(EventKind.ARRIVED, 1.0, A, A, Role.PATIENT, connection="c1"),
                 Event(EventKind.KNOCKED, 1.0, A, A),
                 *log,
             ]

@@ -26,18 +26,16 @@ def visit(
 ) -> list[Event]:
     """The events of one appointment's visit."""
     room = Room(R)
-    events = room.arrive(HOST, Role.HOST, name="Dr", subject="dr", now=1.0, connection="c0")
+    events = room.arrive(HOST, Role.HOST, now=1.0, connection="c0")
     events += room.arrive(
         A,
         Role.PATIENT,
-        name="A",
-        subject="a",
         now=2.0,
         connection="c1",
         booking=Booking(appointment),
     )
     events += room.knock(A, 2.0, WAIT)
-    events += room.arrive(B, Role.GUEST, name="B", subject=None, now=2.5, connection="c2")
+    events += room.arrive(B, Role.GUEST, now=2.5, connection="c2")
     events += room.disconnect(B, 2.6, connection="c2")
     events += room.start(
         HOST, session=SessionId("s1"), appointment=appointment, capacity=1, now=3.0

@@ -66,11 +66,11 @@ def room_with(
     """A room with participants arrived (in the lobby) at t=0, the host first."""
     room = Room(ROOM_ID)
     if host:
-        room.arrive(HOST, Role.HOST, name="Dr Lee", subject="clinician-1", now=0.0)
+        room.arrive(HOST, Role.HOST, now=0.0)
     for pid in patients:
-        room.arrive(pid, Role.PATIENT, name=None, subject=f"patient-{pid}", now=0.0)
+        room.arrive(pid, Role.PATIENT, now=0.0)
     for pid in guests:
-        room.arrive(pid, Role.GUEST, name=f"Guest {pid}", subject=None, now=0.0)
+        room.arrive(pid, Role.GUEST, now=0.0)
     return room
 
 
@@ -120,13 +120,13 @@ def test_error_base_class() -> None:
 
 
 def test_participant_and_session_values() -> None:
-    guest = Participant(A, Role.GUEST, "Ada", None)
+    guest = Participant(A, Role.GUEST)
     assert guest.stage is Stage.LOBBY
     assert guest.knocked_at is None
     assert guest.connected
     assert not guest.is_host
-    assert not Participant(A, Role.PATIENT, None, "s", absent_since=3.0).connected
-    assert Participant(HOST, Role.HOST, None, None).is_host
+    assert not Participant(A, Role.PATIENT, absent_since=3.0).connected
+    assert Participant(HOST, Role.HOST).is_host
     session = Session(S1, None, 2, started_at=1.0)
     assert session.active
     assert not Session(S1, APPT, 2, started_at=1.0, ended_at=2.0).active
@@ -153,11 +153,9 @@ def test_occupancy_counts_patients_and_guests_in_the_call_not_the_host() -> None
 
 def test_arrive() -> None:
     room = Room(ROOM_ID)
-    events = room.arrive(A, Role.GUEST, name="Ada", subject=None, now=5.0)
-    assert events == [
-        Event(K.ARRIVED, 5.0, actor=A, participant=A, role=Role.GUEST, name="Ada", subject=None)
-    ]
-    assert room.get(A) == Participant(A, Role.GUEST, "Ada", None)
+    events = room.arrive(A, Role.GUEST, now=5.0)
+    assert events == [Event(K.ARRIVED, 5.0, actor=A, participant=A, role=Role.GUEST)]
+    assert room.get(A) == Participant(A, Role.GUEST)
     assert room.version == 1
 
 
@@ -165,7 +163,7 @@ def test_arrive_again_while_connected_changes_nothing() -> None:
     room = room_with(patients=(A,))
     room.knock(A, 1.0, WAIT)
     before = state(room)
-    assert room.arrive(A, Role.PATIENT, name="Other", subject="other", now=2.0) == []
+    assert room.arrive(A, Role.PATIENT, now=2.0) == []
     assert state(room) == before
 
 
@@ -175,11 +173,9 @@ def test_arrive_after_a_lost_connection_reconnects_and_keeps_the_place() -> None
     room.knock(B, 2.0, WAIT)
     assert room.disconnect(A, 3.0) == [Event(K.DISCONNECTED, 3.0, participant=A)]
     assert room.get(A).absent_since == 3.0
-    events = room.arrive(A, Role.PATIENT, name=None, subject="patient-p_a", now=4.0)
+    events = room.arrive(A, Role.PATIENT, now=4.0)
     assert events == [Event(K.RECONNECTED, 4.0, actor=A, participant=A)]
-    assert room.get(A) == Participant(
-        A, Role.PATIENT, None, "patient-p_a", stage=Stage.WAITING, knocked_at=1.0
-    )
+    assert room.get(A) == Participant(A, Role.PATIENT, stage=Stage.WAITING, knocked_at=1.0)
     assert waiting_ids(room) == [A, B]
     assert room.position(A) == 1
 
@@ -193,7 +189,7 @@ def test_arrive_with_another_role_is_refused(connected: bool) -> None:
         room,
         InvalidState,
         "invalid_state",
-        lambda: room.arrive(A, Role.HOST, name=None, subject=None, now=2.0),
+        lambda: room.arrive(A, Role.HOST, now=2.0),
     )
     assert error.message == "cannot arrive as p_a: already here as patient"
     assert error.details == {"participant": A}
@@ -232,7 +228,7 @@ def test_knock_errors() -> None:
     error = assert_rejected(room, InvalidState, "invalid_state", lambda: room.knock(B, 4.0, WAIT))
     assert error.message == "cannot knock for p_b: participant is in_call"
     room.leave(HOST, 5.0)
-    room.arrive(HOST, Role.HOST, name=None, subject=None, now=6.0)
+    room.arrive(HOST, Role.HOST, now=6.0)
     error = assert_rejected(
         room, InvalidState, "invalid_state", lambda: room.knock(HOST, 7.0, WAIT)
     )
@@ -250,7 +246,7 @@ def test_cancel_knock() -> None:
     assert room.cancel_knock(A, 5.0) == [
         Event(K.KNOCK_CANCELLED, 5.0, actor=A, participant=A, cause=ExitCause.CANCELLED)
     ]
-    assert room.get(A) == Participant(A, Role.PATIENT, None, "patient-p_a")
+    assert room.get(A) == Participant(A, Role.PATIENT)
     assert waiting_ids(room) == [B, C]
     assert (room.position(A), room.position(B), room.position(C)) == (None, 1, 2)
     # Knocking again goes to the end of the queue.
@@ -276,7 +272,7 @@ def test_the_waiting_room_is_unbounded_and_in_arrival_order() -> None:
     room = room_with()
     pids = [ParticipantId(f"p_{n}") for n in range(1000)]
     for n, pid in enumerate(pids):
-        room.arrive(pid, Role.GUEST, name=f"G{n}", subject=None, now=float(n))
+        room.arrive(pid, Role.GUEST, now=float(n))
         room.knock(pid, float(n), WAIT)
     assert waiting_ids(room) == pids
     assert [room.position(pid) for pid in pids] == list(range(1, 1001))
@@ -288,12 +284,10 @@ def test_nobody_is_queued_twice() -> None:
     room = room_with(patients=(A, B))
     room.knock(A, 1.0, WAIT)
     room.knock(B, 2.0, WAIT)
-    assert room.arrive(A, Role.PATIENT, name=None, subject=None, now=3.0) == []
+    assert room.arrive(A, Role.PATIENT, now=3.0) == []
     assert_rejected(room, InvalidState, "invalid_state", lambda: room.knock(A, 3.0, WAIT))
     room.disconnect(A, 4.0)
-    assert [e.kind for e in room.arrive(A, Role.PATIENT, name=None, subject=None, now=5.0)] == [
-        K.RECONNECTED
-    ]
+    assert [e.kind for e in room.arrive(A, Role.PATIENT, now=5.0)] == [K.RECONNECTED]
     assert waiting_ids(room) == [A, B]
     assert len(room.participants) == 3
 
@@ -325,7 +319,7 @@ def test_enter_from_the_lobby_and_from_the_waiting_room() -> None:
     start(room)
     assert room.enter(A, 2.0) == [Event(K.PATIENT_ENTERED, 2.0, actor=A, participant=A, session=S1)]
     assert room.enter(B, 3.0) == [Event(K.PATIENT_ENTERED, 3.0, actor=B, participant=B, session=S1)]
-    assert room.get(B) == Participant(B, Role.PATIENT, None, "patient-p_b", stage=Stage.IN_CALL)
+    assert room.get(B) == Participant(B, Role.PATIENT, stage=Stage.IN_CALL)
     assert room.waiting() == []
 
 
@@ -335,7 +329,7 @@ def test_enter_of_the_host_is_a_clinician_entry() -> None:
     room.end(HOST, 2.0)
     room.start(HOST, session=S2, appointment=None, capacity=1, now=3.0)
     room.leave(HOST, 4.0)
-    room.arrive(HOST, Role.HOST, name=None, subject=None, now=5.0)
+    room.arrive(HOST, Role.HOST, now=5.0)
     assert room.enter(HOST, 6.0) == [
         Event(K.CLINICIAN_ENTERED, 6.0, actor=HOST, participant=HOST, session=S2)
     ]
@@ -368,7 +362,7 @@ def test_admit() -> None:
         Event(K.ADMITTED, 2.0, actor=HOST, participant=C, session=S1),
         Event(K.PATIENT_ENTERED, 2.0, actor=HOST, participant=C, session=S1),
     ]
-    assert room.get(C) == Participant(C, Role.GUEST, "Guest p_c", None, stage=Stage.IN_CALL)
+    assert room.get(C) == Participant(C, Role.GUEST, stage=Stage.IN_CALL)
     assert room.waiting() == []
 
 
@@ -493,7 +487,7 @@ def test_start_again_rejoins_the_running_call() -> None:
     room = room_with()
     start(room, capacity=2, now=1.0)
     room.leave(HOST, 2.0)
-    room.arrive(HOST, Role.HOST, name=None, subject=None, now=3.0)
+    room.arrive(HOST, Role.HOST, now=3.0)
     # The running session is kept: the new session id, appointment and capacity are ignored.
     events = room.start(HOST, session=S2, appointment=None, capacity=9, now=4.0)
     assert events == [Event(K.CLINICIAN_ENTERED, 4.0, actor=HOST, participant=HOST, session=S1)]
@@ -640,9 +634,7 @@ def test_disconnect() -> None:
     room.enter(A, 2.0)
     assert room.disconnect(A, 3.0) == [Event(K.DISCONNECTED, 3.0, participant=A)]
     # A lost connection keeps the place: still in the call, still counted.
-    assert room.get(A) == Participant(
-        A, Role.PATIENT, None, "patient-p_a", stage=Stage.IN_CALL, absent_since=3.0
-    )
+    assert room.get(A) == Participant(A, Role.PATIENT, stage=Stage.IN_CALL, absent_since=3.0)
     assert room.occupancy() == 1
     before = state(room)
     assert room.disconnect(A, 4.0) == []
@@ -680,7 +672,7 @@ def test_expire_removes_whoever_has_been_gone_for_the_grace_period() -> None:
 def test_expire_spares_whoever_reconnected() -> None:
     room = room_with(patients=(A,))
     room.disconnect(A, 1.0)
-    room.arrive(A, Role.PATIENT, name=None, subject=None, now=2.0)
+    room.arrive(A, Role.PATIENT, now=2.0)
     assert room.expire(100.0, GRACE) == []
     assert A in room.participants
 
@@ -705,22 +697,22 @@ def test_the_fold_of_a_long_scenario_rebuilds_the_room() -> None:
         checkpoints.append(state(room))
         assert room.version == len(log)
 
-    run(room.arrive(HOST, Role.HOST, name="Dr Lee", subject="c-1", now=0.0), K.ARRIVED)
+    run(room.arrive(HOST, Role.HOST, now=0.0), K.ARRIVED)
     for now, (pid, role) in enumerate(
         [(A, Role.PATIENT), (B, Role.PATIENT), (C, Role.GUEST), (D, Role.GUEST)], start=1
     ):
-        run(room.arrive(pid, role, name=None, subject=None, now=float(now)), K.ARRIVED)
+        run(room.arrive(pid, role, now=float(now)), K.ARRIVED)
         run(room.knock(pid, float(now), WAIT), K.KNOCKED)
     run(room.disconnect(A, 5.0), K.DISCONNECTED)
-    run(room.arrive(A, Role.PATIENT, name=None, subject=None, now=6.0), K.RECONNECTED)
+    run(room.arrive(A, Role.PATIENT, now=6.0), K.RECONNECTED)
     assert waiting_ids(room) == [A, B, C, D]
-    run(room.arrive(E, Role.GUEST, name="Eve", subject=None, now=7.0), K.ARRIVED)
+    run(room.arrive(E, Role.GUEST, now=7.0), K.ARRIVED)
     run(room.knock(E, 7.0, WAIT), K.KNOCKED)
     run(start(room, capacity=2, now=8.0), K.SESSION_STARTED, K.CLINICIAN_ENTERED)
     run(room.enter(A, 9.0), K.PATIENT_ENTERED)
     run(room.admit(HOST, B, 10.0), K.ADMITTED, K.PATIENT_ENTERED)
     run(room.deny(HOST, D, "not booked", 11.0), K.DENIED, K.DEPARTED)
-    run(room.arrive(F, Role.GUEST, name="Fay", subject=None, now=12.0), K.ARRIVED)
+    run(room.arrive(F, Role.GUEST, now=12.0), K.ARRIVED)
     run(room.knock(F, 12.0, WAIT), K.KNOCKED)
     run(room.cancel_knock(F, 12.5), K.KNOCK_CANCELLED)
     run(room.knock(F, 12.6, WAIT), K.KNOCKED)
@@ -728,13 +720,13 @@ def test_the_fold_of_a_long_scenario_rebuilds_the_room() -> None:
     run(room.admit_all(HOST, 13.0), *[K.ADMITTED, K.PATIENT_ENTERED] * 3)
     run(room.leave(B, 14.0), K.PATIENT_EXITED, K.DEPARTED)
     run(room.disconnect(C, 15.0), K.DISCONNECTED)
-    run(room.arrive(G, Role.GUEST, name="Gil", subject=None, now=16.0), K.ARRIVED)
+    run(room.arrive(G, Role.GUEST, now=16.0), K.ARRIVED)
     run(room.knock(G, 16.0, WAIT), K.KNOCKED)
     run(room.disconnect(HOST, 20.0), K.DISCONNECTED)
     run(room.expire(15.0 + GRACE, GRACE), K.PATIENT_EXITED, K.DEPARTED)
     run(room.expire(20.0 + GRACE, GRACE), K.CLINICIAN_EXITED, K.DEPARTED)
     assert waiting_ids(room) == [G]
-    run(room.arrive(HOST, Role.HOST, name="Dr Lee", subject="c-1", now=60.0), K.ARRIVED)
+    run(room.arrive(HOST, Role.HOST, now=60.0), K.ARRIVED)
     run(start(room, now=61.0), K.CLINICIAN_ENTERED)
     run(
         room.end(HOST, 62.0),
@@ -786,12 +778,8 @@ def test_apply_all_accepts_any_iterable() -> None:
                     actor=HOST,
                     participant=HOST,
                     role=Role.HOST,
-                    name="Dr Lee",
-                    subject="clinician-1",
                 ),
-                Event(
-                    K.ARRIVED, 0.0, actor=A, participant=A, role=Role.PATIENT, subject="patient-p_a"
-                ),
+                Event(K.ARRIVED, 0.0, actor=A, participant=A, role=Role.PATIENT),
             ]
         )
     )

@@ -23,12 +23,12 @@ from tests.rooms.support import APPT, GRACE, HOST, ROOM_ID, S1, WAIT, A, B, C
 
 def room_with_host() -> Room:
     room = Room(ROOM_ID)
-    room.arrive(HOST, Role.HOST, name="Dr Lee", subject=None, now=0.0)
+    room.arrive(HOST, Role.HOST, now=0.0)
     return room
 
 
 def arrive(room: Room, pid: ParticipantId, role: Role = Role.PATIENT, now: float = 1.0) -> None:
-    room.arrive(pid, role, name="N", subject=None, now=now)
+    room.arrive(pid, role, now=now)
 
 
 def start(room: Room, capacity: int = 1, now: float = 2.0) -> None:
@@ -240,7 +240,7 @@ LATER = AppointmentId("apt_2")
 
 
 def arrive_for(room: Room, pid: ParticipantId, appointment: AppointmentId, now: float) -> None:
-    room.arrive(pid, Role.PATIENT, name="N", subject=None, now=now, booking=Booking(appointment))
+    room.arrive(pid, Role.PATIENT, now=now, booking=Booking(appointment))
 
 
 def test_each_appointment_counts_its_own_people_and_its_own_call() -> None:

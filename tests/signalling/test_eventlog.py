@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from rooms.events import Event, EventKind, WaitReason
 from rooms.ids import ParticipantId, RoomId
 from rooms.roles import Role
+from signalling.bus import where_key
 from signalling.eventlog import (
     EMPTY,
     Conflict,
@@ -29,7 +30,7 @@ P = ParticipantId("p1")
 
 
 def arrived(at: float) -> Event:
-    return Event(EventKind.ARRIVED, at, actor=P, participant=P, role=Role.PATIENT, name="A")
+    return Event(EventKind.ARRIVED, at, actor=P, participant=P, role=Role.PATIENT)
 
 
 def knocked(at: float) -> Event:
@@ -98,12 +99,34 @@ async def test_append_publishes_its_events_on_the_room_feed(redis: Redis) -> Non
     feed = redis.pubsub()
     await feed.subscribe(feed_channel(ROOM))
     assert (await feed.get_message(timeout=5.0))["type"] == "subscribe"
-    ids = await log.append(ROOM, first[0], [knocked(2.0)])
+    ids = await log.append(ROOM, first[0], [knocked(2.0)], names={P: "Zoë Ñ"})
     message = await feed.get_message(timeout=5.0)
-    previous, published, payloads = parse_feed(message["data"])
+    previous, published, payloads, names = parse_feed(message["data"])
     assert (previous, published) == (first[0], ids)
     assert [decode(p) for p in payloads] == [knocked(2.0)]
+    assert names == {P: "Zoë Ñ"}
     await feed.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_names_live_beside_the_stream_and_go_with_the_departure(redis: Redis) -> None:
+    """The events are pseudonymous: the names of the people present are kept in the room's
+    names hash, written with their arrival and deleted with their departure, as is the
+    routing entry of the connection they left on (but not a newer one's)."""
+    log = EventLog(redis)
+    other = ParticipantId("p2")
+    await redis.hset(where_key(ROOM), mapping={P: "n_a c_1", other: "n_b c_9"})
+    ids = await log.append(ROOM, EMPTY, [arrived(1.0)], names={P: "Sam", other: "Kim"})
+    stored: Any = await redis.xrange(events_key(ROOM))
+    assert b"Sam" not in b"".join(fields[b"e"] for _, fields in stored)
+    assert await log.names(ROOM, [P, other, ParticipantId("nobody")]) == {P: "Sam", other: "Kim"}
+    departed = Event(EventKind.DEPARTED, 2.0, actor=P, participant=P)
+    ids = await log.append(ROOM, ids[-1], [departed], gone=[(P, "c_1"), (other, "c_1")])
+    assert await log.names(ROOM, [P, other]) == {}
+    # P's entry named the connection it left on; the other's names a newer connection.
+    assert await redis.hgetall(where_key(ROOM)) == {other.encode(): b"n_b c_9"}
+    with pytest.raises(Conflict):
+        await log.append(ROOM, EMPTY, [arrived(3.0)], names={P: "Again"})
+    assert await log.names(ROOM, [P]) == {}  # nothing of a refused append is kept
 
 
 async def test_a_note_goes_with_the_append_and_survives_a_script_flush(redis: Redis) -> None:

@@ -44,8 +44,8 @@ def visit() -> list[list[Event]]:
     """A completed visit, as the batches a node would append one command at a time."""
     room = Room(R)
     return [
-        room.arrive(HOST, Role.HOST, name="Dr", subject="dr", now=1.0),
-        room.arrive(A, Role.PATIENT, name="A", subject="a", now=2.0) + room.knock(A, 2.0, WAIT),
+        room.arrive(HOST, Role.HOST, now=1.0),
+        room.arrive(A, Role.PATIENT, now=2.0) + room.knock(A, 2.0, WAIT),
         room.start(HOST, session=SessionId("s1"), appointment=APPT, capacity=1, now=3.0),
         room.enter(A, 4.0),
         room.end(HOST, 5.0),
@@ -141,7 +141,7 @@ async def test_concurrent_projectors_count_each_event_once(redis: Redis) -> None
 async def test_no_show_appears_once_the_window_closes(redis: Redis) -> None:
     room = Room(R)
     log = EventLog(redis)
-    await log.append(R, EMPTY, room.arrive(HOST, Role.HOST, name="Dr", subject="dr", now=1.0))
+    await log.append(R, EMPTY, room.arrive(HOST, Role.HOST, now=1.0))
     await note_change(redis, R)
     await note_window(redis, R, APPT, closes_at=100.0)
     clock = Clock(50.0)

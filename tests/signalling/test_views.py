@@ -16,12 +16,12 @@ H, G0, G1, G2 = (ParticipantId(p) for p in ("h", "g0", "g1", "g2"))
 def room() -> Room:
     """An ad-hoc call of capacity 1, taken by G0; G1 and G2 asked after it was full."""
     r = Room(RoomId("r"))
-    r.arrive(H, Role.HOST, name="H", subject=None, now=1.0)
+    r.arrive(H, Role.HOST, now=1.0)
     r.start(H, session=SessionId("s"), appointment=None, capacity=1, now=1.0)
-    r.arrive(G0, Role.GUEST, name="g0", subject=None, now=1.5)
+    r.arrive(G0, Role.GUEST, now=1.5)
     r.enter(G0, now=1.5)
     for g in (G1, G2):
-        r.arrive(g, Role.GUEST, name=str(g), subject=None, now=2.0)
+        r.arrive(g, Role.GUEST, now=2.0)
         r.knock(g, 3.0, WaitReason.AT_CAPACITY)
     return r
 
@@ -62,7 +62,7 @@ def test_a_shared_message_is_encoded_once_per_codec() -> None:
 
 def test_the_status_is_worked_out_once_per_appointment_and_window() -> None:
     r = Room(RoomId("r"))
-    r.arrive(H, Role.HOST, name="H", subject=None, now=1.0)
+    r.arrive(H, Role.HOST, now=1.0)
     r.start(H, session=SessionId("s"), appointment=None, capacity=1, now=1.0)
     r.end(H, now=2.0)  # the call (for no appointment) has ended; nobody else is here
     snapshot = Snapshot(r, now=5.0)

@@ -117,12 +117,17 @@ class Receiver:
     port: int
     statuses: list[int] = field(default_factory=list)
     hooks: list[Hook] = field(default_factory=list)
+    # Connections being served: closed at teardown, since closing the server does not
+    # close them (one still read from when the test ends would be left to the garbage
+    # collector, whose ResourceWarning then fails whichever test it falls in).
+    open: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hooks/invitations"
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open.add(writer)
         try:
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
             line, *rest = head.split("\r\n")
@@ -140,6 +145,7 @@ class Receiver:
             )
             await writer.drain()
         finally:
+            self.open.discard(writer)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
@@ -152,6 +158,10 @@ async def receiver() -> AsyncIterator[Receiver]:
     server = await asyncio.start_server(hook.handle, "127.0.0.1", port)
     async with server:
         yield hook
+        for writer in list(hook.open):
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
 
 # --- helpers ---------------------------------------------------------------------------------
