@@ -36,9 +36,11 @@ from signalling.projector import Projector
 from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import RedisProcess
 from signalling.settings import Settings
+from signalling.supervisor import Supervisor
 
 log = logging.getLogger("vestibule.signalling.app")
 LEAVE_TIMEOUT = 1.0  # seconds a stopping node tries to remove itself; else it is reaped
+PROJECTOR_BLOCK_MS = 1000  # how long one projector round waits for changes
 
 
 def create_app(
@@ -59,6 +61,7 @@ def create_app(
     hub = Hub(redis, bus, clock)
     ctx = ApiContext(redis, settings, clock, hub)
     projector = Projector(redis, node_id, clock, on_outcome=outcome_hook(ctx))
+    supervisor = Supervisor()
 
     async def signalling(scope: Scope, receive: Receive, send: Send) -> None:
         socket = ClientSocket(receive, send, backlog=settings.limits.outbox)
@@ -76,22 +79,21 @@ def create_app(
         return JSONResponse({"status": "ok", "node": node_id})
 
     async def ready(request: Request) -> Response:
+        loops = {
+            name: {"state": loop.state.value, "restarts": loop.restarts}
+            for name, loop in supervisor.status().items()
+        }
+        body: dict[str, object] = {"node": node_id, "loops": loops}
         try:
             async with asyncio.timeout(1.0):
                 await redis.ping()
         except (RedisError, OSError, TimeoutError):
-            return JSONResponse({"status": "not ready", "reason": "redis unavailable"}, 503)
-        return JSONResponse({"status": "ready", "node": node_id})
-
-    async def every(seconds: float, work: Callable[[], Awaitable[object]], what: str) -> None:
-        while True:
-            try:
-                await work()
-            except RedisError as exc:
-                log.warning("%s: redis unavailable (%s)", what, type(exc).__name__)
-            except Exception:  # one failed round must not stop the next
-                log.exception("%s failed", what)
-            await asyncio.sleep(seconds)
+            return JSONResponse({"status": "not ready", "reason": "redis unavailable", **body}, 503)
+        problems = supervisor.problems()
+        if problems:
+            named = ", ".join(f"{name} {state.value}" for name, state in problems.items())
+            return JSONResponse({"status": "not ready", "reason": named, **body}, 503)
+        return JSONResponse({"status": "ready", **body})
 
     healthy_since: float | None = None  # since when this node's heartbeats succeed
 
@@ -121,25 +123,30 @@ def create_app(
             log.error("embedded redis-server stopped: restarting it")
             await asyncio.to_thread(embedded.start)
 
+    async def project() -> None:
+        await projector.ensure_group()
+        await projector.step(PROJECTOR_BLOCK_MS)
+
+    tailing, listening = asyncio.Event(), asyncio.Event()
+    # Required loops: without any of them the node cannot serve its clients (/readyz).
+    supervisor.run("feed", lambda health: hub.tail(tailing), required=True)
+    supervisor.run("bus", lambda health: bus.listen(hub.receive, listening, health), required=True)
+    supervisor.every("heartbeat", settings.heartbeat_every, keep_alive, required=True)
+    supervisor.every("projector", 0, project, required=True)
+    supervisor.every("reaper", settings.heartbeat_every, judge_others, required=False)
+    supervisor.every("sweep", settings.sweep_interval, _sweep(hub, settings), required=False)
+    supervisor.run("delivery", lambda health: delivery_worker(ctx, node_id).run(), required=False)
+    supervisor.every("redis watch", 1.0, watch_redis, required=False)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tailing, listening = asyncio.Event(), asyncio.Event()
-        tasks = [
-            asyncio.create_task(hub.tail(tailing)),
-            asyncio.create_task(bus.listen(hub.receive, listening)),
-            asyncio.create_task(every(settings.heartbeat_every, keep_alive, "heartbeat")),
-            asyncio.create_task(every(settings.heartbeat_every, judge_others, "reaper")),
-            asyncio.create_task(every(settings.sweep_interval, _sweep(hub, settings), "sweep")),
-            asyncio.create_task(projector.run()),
-            asyncio.create_task(delivery_worker(ctx, node_id).run()),
-            asyncio.create_task(every(1.0, watch_redis, "redis watch")),
-        ]
+        supervisor.start()
         await asyncio.wait_for(asyncio.gather(tailing.wait(), listening.wait()), 30)
         log.info("node %s ready", node_id)
         try:
             yield
         finally:
-            await _stop(tasks)
+            await _stop(supervisor.tasks())
             # Then whatever they started in the background, so that no command is left
             # half-way on a connection when Redis is closed (its socket would leak).
             await _stop(hub.pending() + bus.pending())
@@ -181,6 +188,7 @@ def create_app(
     app.state.hub = hub
     app.state.redis = redis
     app.state.node_id = node_id
+    app.state.supervisor = supervisor
     app.state.api = api
     return app
 

@@ -37,7 +37,7 @@ from signalling.client import Client
 from signalling.hub import Hub
 from signalling.redis_server import RedisProcess
 from signalling.settings import Limits, Settings
-from tests.support import KEYRING, free_port, token
+from tests.support import KEYRING, WAIT_FACTOR, free_port, token
 
 # 2023-11-14T22:13:20Z: an arbitrary, round start for every clock.
 EPOCH = 1_700_000_000.0
@@ -158,8 +158,9 @@ _WATCHED_LOGGERS = ("vestibule", "uvicorn.error")
 async def eventually(
     condition: Callable[[], bool], *, what: str, timeout: float = 5.0, step: float = 0.01
 ) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds saying ``what``."""
-    for _ in range(int(timeout / step)):
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds (times the suite's
+    wait factor) saying ``what``."""
+    for _ in range(int(timeout * WAIT_FACTOR / step)):
         if condition():
             return
         await asyncio.sleep(step)
