@@ -31,6 +31,7 @@ from signalling.api.invitations import delivery_worker
 from signalling.bus import Bus, new_node_id
 from signalling.client_socket import ClientSocket
 from signalling.connection import Connection
+from signalling.gate import Gate
 from signalling.hub import Hub
 from signalling.projector import Projector
 from signalling.redis_client import connect as connect_redis
@@ -62,9 +63,14 @@ def create_app(
     ctx = ApiContext(redis, settings, clock, hub)
     projector = Projector(redis, node_id, clock, on_outcome=outcome_hook(ctx))
     supervisor = Supervisor()
+    limits = settings.limits
+    gate = Gate(limits.max_unauthenticated, limits.max_unauthenticated_per_address)
 
     async def signalling(scope: Scope, receive: Receive, send: Send) -> None:
-        socket = ClientSocket(receive, send, backlog=settings.limits.outbox)
+        peer = scope.get("client")
+        socket = ClientSocket(
+            receive, send, backlog=settings.limits.outbox, on_authenticated=lambda: gate.leave(peer)
+        )
         connection = Connection(socket, hub, settings, clock)
         try:
             await connection.run()
@@ -74,6 +80,8 @@ def create_app(
             # unrecorded; the other nodes reap this node's participants once its
             # heartbeat is stale. The task ends here, quietly: a stop is not a crash.
             log.warning("stopped before %s had left %s", connection.pid, connection.room_id)
+        finally:
+            gate.leave(peer)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "node": node_id})
@@ -83,7 +91,11 @@ def create_app(
             name: {"state": loop.state.value, "restarts": loop.restarts}
             for name, loop in supervisor.status().items()
         }
-        body: dict[str, object] = {"node": node_id, "loops": loops}
+        body: dict[str, object] = {
+            "node": node_id,
+            "loops": loops,
+            "unauthenticated": gate.count,
+        }
         try:
             async with asyncio.timeout(1.0):
                 await redis.ping()
@@ -189,6 +201,7 @@ def create_app(
     app.state.redis = redis
     app.state.node_id = node_id
     app.state.supervisor = supervisor
+    app.state.gate = gate
     app.state.api = api
     return app
 
@@ -196,7 +209,11 @@ def create_app(
 class _WebSocketEndpoint:
     """Serves the WebSocket endpoint at ``path`` ahead of Starlette's routing and exception
     middleware, which wrap ``send`` and ``receive`` in a coroutine layer each per message:
-    the connection gets the server's own, so `ClientSocket` can write frames directly."""
+    the connection gets the server's own, so `ClientSocket` can write frames directly.
+
+    The endpoint takes no query string (tokens go in the hello, never in a URL, which
+    servers and proxies log): a request with one is refused with HTTP 400 before the
+    upgrade, and nothing of it is logged."""
 
     def __init__(
         self,
@@ -209,9 +226,28 @@ class _WebSocketEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == self.path:
-            await self.endpoint(scope, receive, send)
+            if scope.get("query_string"):
+                await _refuse_query(receive, send)
+            else:
+                await self.endpoint(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+QUERY_REFUSED = b"the WebSocket endpoint takes no query string: send the token in the hello\n"
+
+
+async def _refuse_query(receive: Receive, send: Send) -> None:
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": 400,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": QUERY_REFUSED})
 
 
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:

@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from rooms.roles import Role
+from signalling import uvicorn_server
 from signalling.api.keys import ApiKeys
 from signalling.app import create_app
 from signalling.client import Client
@@ -199,13 +200,12 @@ async def serve(tmp_path: Path, redis_server: RedisProcess) -> AsyncIterator[Ser
         settings = build_settings(tmp_path / f"node{len(running)}", **overrides)
         app = create_app(settings, clock, redis_url=redis_server.url)
         port = free_port()
-        config = uvicorn.Config(
+        config = uvicorn_server.config(  # the protocols `vestibule serve` runs
             _indirect(app) if indirect else app,
+            app.state.gate,
+            settings.limits,
             host="127.0.0.1",
             port=port,
-            ws="websockets-sansio",
-            ws_per_message_deflate=False,
-            ws_max_size=settings.limits.transport_max_bytes,
             lifespan="on",
             log_level="warning",
             log_config=None,  # leave logging alone: ERROR records must reach `_Records`
