@@ -38,7 +38,7 @@ from signalling.client import Client
 from signalling.hub import Hub
 from signalling.redis_server import RedisProcess
 from signalling.settings import Limits, Settings
-from tests.support import KEYRING, WAIT_FACTOR, free_port, token
+from tests.support import KEYRING, SECRETS, WAIT_FACTOR, free_port, token
 
 # 2023-11-14T22:13:20Z: an arbitrary, round start for every clock.
 EPOCH = 1_700_000_000.0
@@ -133,8 +133,11 @@ class Node:
 
     async def connect(self, *, room: str, token: str, **options: Any) -> Client:
         """`Client.connect` to this node; the client is closed at teardown."""
+        SECRETS.token(token)
+        SECRETS.name(options.get("name"))
         client = await Client.connect(self.url, room=room, token=token, timeout=5.0, **options)
         self._clients.append(client)
+        SECRETS.token(client.resume_token)  # the node's, but no less secret
         return client
 
     async def sweeps(self, count: int = 2) -> None:
