@@ -41,14 +41,14 @@ from signalling.gate import Gate
 from signalling.settings import Limits
 
 REFUSE_LINGER = 1.0  # seconds a refused socket may take to send its request
+_REFUSAL_BODY = b"too many connections waiting: try again\n"
 REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
     b"content-type: text/plain; charset=utf-8\r\n"
     b"retry-after: 5\r\n"
     b"connection: close\r\n"
-    b"content-length: 40\r\n"
-    b"\r\n"
-    b"too many connections waiting: try again\n"
+    b"content-length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n"
+    b"\r\n" + _REFUSAL_BODY
 )
 INVALID_UTF8 = "Invalid UTF-8 sequence received from client."  # uvicorn's message
 LOGGERS = ("uvicorn.access", "uvicorn.error")

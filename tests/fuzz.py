@@ -64,8 +64,17 @@ deep = st.builds(
     st.booleans(),
 )
 
+# One valid example of every client message, with every optional field present.
+CANDIDATE = {"candidate": "candidate:1 1 udp 2122260223 192.0.2.1 54400 typ host", "sdpMid": "0"}
 VALID: dict[str, Message] = {
-    "hello": {"type": "hello", "room": "r1", "token": "v1.k.p.s", "name": "Ada", "protocol": 1},
+    "hello": {
+        "type": "hello",
+        "room": "r1",
+        "token": "v1.k.p.s",
+        "resume": "v1.k.p.s",
+        "name": "Ada",
+        "protocol": 1,
+    },
     "knock": {"type": "knock"},
     "knock_cancel": {"type": "knock_cancel"},
     "start": {"type": "start"},
@@ -77,7 +86,7 @@ VALID: dict[str, Message] = {
     "candidate": {
         "type": "candidate",
         "to": "p_1",
-        "candidate": {"candidate": "candidate:1 1 udp 1 192.0.2.1 1 typ host", "sdpMid": "0"},
+        "candidate": {**CANDIDATE, "sdpMLineIndex": 0},
     },
     "leave": {"type": "leave"},
     "end": {"type": "end"},

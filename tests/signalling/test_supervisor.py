@@ -19,13 +19,17 @@ from signalling.supervisor import Health, LoopState, Supervisor, failure
 from tests.signalling.conftest import eventually
 
 
+async def stop(sup: Supervisor) -> None:
+    for task in sup.tasks():
+        task.cancel()
+    await asyncio.gather(*sup.tasks(), return_exceptions=True)
+
+
 @pytest.fixture
 async def supervisor() -> AsyncIterator[Supervisor]:
     sup = Supervisor(failing_after=2, backoff=0.01, backoff_max=0.04)
     yield sup
-    for task in sup.tasks():
-        task.cancel()
-    await asyncio.gather(*sup.tasks(), return_exceptions=True)
+    await stop(sup)
 
 
 async def test_a_loop_that_crashes_is_restarted_and_counted(
@@ -84,9 +88,7 @@ async def test_restarts_back_off_doubling_up_to_the_cap() -> None:
     try:
         await eventually(lambda: len(starts) >= 6, what="six runs")
     finally:
-        for task in sup.tasks():
-            task.cancel()
-        await asyncio.gather(*sup.tasks(), return_exceptions=True)
+        await stop(sup)
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     # Each wait is at least the back-off asked for (timers never fire early): 0.01, 0.02,
     # then 0.04 each time, the cap. Upper bounds would be wall-clock assertions: none.
@@ -115,9 +117,7 @@ async def test_a_required_loop_is_down_while_it_waits_to_restart() -> None:
         assert sup.problems() == {"heartbeat": LoopState.DOWN}  # an optional loop is no problem
         assert sup.status()["sweep"].state is LoopState.DOWN
     finally:
-        for task in sup.tasks():
-            task.cancel()
-        await asyncio.gather(*sup.tasks(), return_exceptions=True)
+        await stop(sup)
 
 
 async def test_periodic_work_is_failing_after_consecutive_failed_rounds_and_recovers(

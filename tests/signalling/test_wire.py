@@ -28,37 +28,9 @@ from signalling.wire import (
     decode,
     error,
 )
+from tests.fuzz import VALID
 
 LIMIT = 64 * 1024
-
-# One valid example of every client message, with every optional field present.
-CANDIDATE = {"candidate": "candidate:1 1 udp 2122260223 192.0.2.1 54400 typ host", "sdpMid": "0"}
-VALID: dict[str, Message] = {
-    "hello": {
-        "type": "hello",
-        "room": "r1",
-        "token": "v1.k.p.s",
-        "resume": "v1.k.p.s",
-        "name": "Ada",
-        "protocol": 1,
-    },
-    "knock": {"type": "knock"},
-    "knock_cancel": {"type": "knock_cancel"},
-    "start": {"type": "start"},
-    "admit": {"type": "admit", "participant_id": "p_1"},
-    "deny": {"type": "deny", "participant_id": "p_1", "message": "not today"},
-    "admit_all": {"type": "admit_all"},
-    "offer": {"type": "offer", "to": "p_1", "sdp": "v=0\r\n"},
-    "answer": {"type": "answer", "to": "p_1", "sdp": "v=0\r\n"},
-    "candidate": {
-        "type": "candidate",
-        "to": "p_1",
-        "candidate": {**CANDIDATE, "sdpMLineIndex": 0},
-    },
-    "leave": {"type": "leave"},
-    "end": {"type": "end"},
-    "ping": {"type": "ping"},
-}
 
 
 def text(message: object) -> str:
