@@ -331,3 +331,19 @@ async def test_invalid_utf8_closes_1007_with_no_traceback_and_no_error(
     records = [r for r in caplog.records if r.name.startswith("uvicorn")]
     assert not [r for r in records if r.levelno >= logging.WARNING or r.exc_info]
     assert node.take_errors() == []
+
+
+async def test_a_malformed_upgrade_is_refused_with_no_traceback(
+    serve: Serve, raw: Raw, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = await serve()
+    with caplog.at_level(logging.DEBUG, logger="uvicorn.error"):
+        reader, writer = await raw(node)
+        # An upgrade without Sec-WebSocket-Key: websockets refuses it (400), and would log
+        # the reason with a traceback at debug.
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        assert (await ends(reader)).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+    await eventually(lambda: gate(node).count == 0, what="the refused upgrade forgotten")
