@@ -31,14 +31,17 @@ from signalling.api.invitations import delivery_worker
 from signalling.bus import Bus, new_node_id
 from signalling.client_socket import ClientSocket
 from signalling.connection import Connection
+from signalling.gate import Gate
 from signalling.hub import Hub
 from signalling.projector import Projector
 from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import RedisProcess
 from signalling.settings import Settings
+from signalling.supervisor import Supervisor
 
 log = logging.getLogger("vestibule.signalling.app")
 LEAVE_TIMEOUT = 1.0  # seconds a stopping node tries to remove itself; else it is reaped
+PROJECTOR_BLOCK_MS = 1000  # how long one projector round waits for changes
 
 
 def create_app(
@@ -59,9 +62,15 @@ def create_app(
     hub = Hub(redis, bus, clock)
     ctx = ApiContext(redis, settings, clock, hub)
     projector = Projector(redis, node_id, clock, on_outcome=outcome_hook(ctx))
+    supervisor = Supervisor()
+    limits = settings.limits
+    gate = Gate(limits.max_unauthenticated, limits.max_unauthenticated_per_address)
 
     async def signalling(scope: Scope, receive: Receive, send: Send) -> None:
-        socket = ClientSocket(receive, send, backlog=settings.limits.outbox)
+        peer = scope.get("client")
+        socket = ClientSocket(
+            receive, send, backlog=settings.limits.outbox, on_authenticated=lambda: gate.leave(peer)
+        )
         connection = Connection(socket, hub, settings, clock)
         try:
             await connection.run()
@@ -71,27 +80,32 @@ def create_app(
             # unrecorded; the other nodes reap this node's participants once its
             # heartbeat is stale. The task ends here, quietly: a stop is not a crash.
             log.warning("stopped before %s had left %s", connection.pid, connection.room_id)
+        finally:
+            gate.leave(peer)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "node": node_id})
 
     async def ready(request: Request) -> Response:
+        loops = {
+            name: {"state": loop.state.value, "restarts": loop.restarts}
+            for name, loop in supervisor.status().items()
+        }
+        body: dict[str, object] = {
+            "node": node_id,
+            "loops": loops,
+            "unauthenticated": gate.count,
+        }
         try:
             async with asyncio.timeout(1.0):
                 await redis.ping()
         except (RedisError, OSError, TimeoutError):
-            return JSONResponse({"status": "not ready", "reason": "redis unavailable"}, 503)
-        return JSONResponse({"status": "ready", "node": node_id})
-
-    async def every(seconds: float, work: Callable[[], Awaitable[object]], what: str) -> None:
-        while True:
-            try:
-                await work()
-            except RedisError as exc:
-                log.warning("%s: redis unavailable (%s)", what, type(exc).__name__)
-            except Exception:  # one failed round must not stop the next
-                log.exception("%s failed", what)
-            await asyncio.sleep(seconds)
+            return JSONResponse({"status": "not ready", "reason": "redis unavailable", **body}, 503)
+        problems = supervisor.problems()
+        if problems:
+            named = ", ".join(f"{name} {state.value}" for name, state in problems.items())
+            return JSONResponse({"status": "not ready", "reason": named, **body}, 503)
+        return JSONResponse({"status": "ready", **body})
 
     healthy_since: float | None = None  # since when this node's heartbeats succeed
 
@@ -121,25 +135,30 @@ def create_app(
             log.error("embedded redis-server stopped: restarting it")
             await asyncio.to_thread(embedded.start)
 
+    async def project() -> None:
+        await projector.ensure_group()
+        await projector.step(PROJECTOR_BLOCK_MS)
+
+    tailing, listening = asyncio.Event(), asyncio.Event()
+    # Required loops: without any of them the node cannot serve its clients (/readyz).
+    supervisor.run("feed", lambda health: hub.tail(tailing), required=True)
+    supervisor.run("bus", lambda health: bus.listen(hub.receive, listening, health), required=True)
+    supervisor.every("heartbeat", settings.heartbeat_every, keep_alive, required=True)
+    supervisor.every("projector", 0, project, required=True)
+    supervisor.every("reaper", settings.heartbeat_every, judge_others, required=False)
+    supervisor.every("sweep", settings.sweep_interval, _sweep(hub, settings), required=False)
+    supervisor.run("delivery", lambda health: delivery_worker(ctx, node_id).run(), required=False)
+    supervisor.every("redis watch", 1.0, watch_redis, required=False)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tailing, listening = asyncio.Event(), asyncio.Event()
-        tasks = [
-            asyncio.create_task(hub.tail(tailing)),
-            asyncio.create_task(bus.listen(hub.receive, listening)),
-            asyncio.create_task(every(settings.heartbeat_every, keep_alive, "heartbeat")),
-            asyncio.create_task(every(settings.heartbeat_every, judge_others, "reaper")),
-            asyncio.create_task(every(settings.sweep_interval, _sweep(hub, settings), "sweep")),
-            asyncio.create_task(projector.run()),
-            asyncio.create_task(delivery_worker(ctx, node_id).run()),
-            asyncio.create_task(every(1.0, watch_redis, "redis watch")),
-        ]
+        supervisor.start()
         await asyncio.wait_for(asyncio.gather(tailing.wait(), listening.wait()), 30)
         log.info("node %s ready", node_id)
         try:
             yield
         finally:
-            await _stop(tasks)
+            await _stop(supervisor.tasks())
             # Then whatever they started in the background, so that no command is left
             # half-way on a connection when Redis is closed (its socket would leak).
             await _stop(hub.pending() + bus.pending())
@@ -181,6 +200,8 @@ def create_app(
     app.state.hub = hub
     app.state.redis = redis
     app.state.node_id = node_id
+    app.state.supervisor = supervisor
+    app.state.gate = gate
     app.state.api = api
     return app
 
@@ -188,7 +209,11 @@ def create_app(
 class _WebSocketEndpoint:
     """Serves the WebSocket endpoint at ``path`` ahead of Starlette's routing and exception
     middleware, which wrap ``send`` and ``receive`` in a coroutine layer each per message:
-    the connection gets the server's own, so `ClientSocket` can write frames directly."""
+    the connection gets the server's own, so `ClientSocket` can write frames directly.
+
+    The endpoint takes no query string (tokens go in the hello, never in a URL, which
+    servers and proxies log): a request with one is refused with HTTP 400 before the
+    upgrade, and nothing of it is logged."""
 
     def __init__(
         self,
@@ -201,9 +226,28 @@ class _WebSocketEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == self.path:
-            await self.endpoint(scope, receive, send)
+            if scope.get("query_string"):
+                await _refuse_query(receive, send)
+            else:
+                await self.endpoint(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+QUERY_REFUSED = b"the WebSocket endpoint takes no query string: send the token in the hello\n"
+
+
+async def _refuse_query(receive: Receive, send: Send) -> None:
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": 400,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": QUERY_REFUSED})
 
 
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:

@@ -41,6 +41,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from rooms.ids import ParticipantId, RoomId
+from signalling.supervisor import Health, failure
 from signalling.wire import Message
 
 log = logging.getLogger("vestibule.signalling.bus")
@@ -253,10 +254,17 @@ class Bus:
                 _fail(batch.sent, RedisError("not published: the node is stopping"))
             self._outgoing = {}
 
-    async def listen(self, receive: Receiver, ready: asyncio.Event | None = None) -> None:
+    async def listen(
+        self,
+        receive: Receiver,
+        ready: asyncio.Event | None = None,
+        health: Health | None = None,
+    ) -> None:
         """Deliver messages sent to this node until cancelled. If Redis goes away, it
         subscribes again once Redis is back (what was published meanwhile is lost, as
-        transient messages are)."""
+        transient messages are). Each subscription is reported to ``health`` as a round
+        that worked, each Redis failure as one that failed. A message that cannot be
+        delivered is dropped, logged without its content, and the next one follows."""
         backoff = 0.1
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -264,6 +272,8 @@ class Bus:
                 await pubsub.subscribe(channel(self.node_id))
                 if ready is not None:
                     ready.set()
+                if health is not None:
+                    health.ok()
                 backoff = 0.1
                 while True:
                     item: Any = await pubsub.get_message(timeout=1.0)
@@ -274,6 +284,8 @@ class Bus:
                 # Without this the task ended at the first Redis restart and the node
                 # silently stopped receiving offers, answers and candidates from others.
                 log.warning("listen: redis unavailable (%s); retrying", type(exc).__name__)
+                if health is not None:
+                    health.failed(exc)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -331,10 +343,14 @@ def _fail(shared: asyncio.Future[Any], exc: BaseException) -> None:
 
 
 def _deliver(data: bytes, receive: Receiver) -> None:
-    """Hand each message of a batch published on this node's channel to ``receive``."""
+    """Hand each message of a batch published on this node's channel to ``receive``.
+
+    Whatever one message raises, it is dropped and the others are delivered: the listener
+    must outlive any message (one that the recipient's codec cannot encode, say). The log
+    names what failed and where, never the message: it may hold patient data."""
     try:
         items = msgpack.unpackb(data, raw=False)
-    except (ValueError, TypeError, msgpack.UnpackException):
+    except Exception:  # noqa: BLE001 -- msgpack raises several kinds (ValueError, StackError...)
         items = None
     if not isinstance(items, list) or len(items) % 3:
         log.warning("dropped a malformed batch on the node channel")
@@ -343,5 +359,7 @@ def _deliver(data: bytes, receive: Receiver) -> None:
         room_id, to, message = items[index : index + 3]
         try:
             receive(room_id, to, message)
-        except (ValueError, TypeError, AttributeError, KeyError):
-            log.warning("dropped a malformed message on the node channel")
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+            log.warning("dropped a malformed message on the node channel (%s)", failure(exc))
+        except Exception as exc:  # noqa: BLE001 -- logged, without the message's content
+            log.error("could not deliver a message from the node channel: %s", failure(exc))

@@ -8,6 +8,7 @@ import contextlib
 import datetime
 import gc
 import logging
+import resource
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ import uvicorn
 from admission.tokens import JoinClaims, encode_join, new_token_id
 from rooms.ids import AppointmentId, RoomId
 from rooms.roles import Role
+from signalling import uvicorn_server
 from signalling.api.errors import NotFound
 from signalling.api.keys import ApiKeys
 from signalling.app import create_app
@@ -79,19 +81,20 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.redis_url is None:
         embedded = RedisProcess(settings.data_dir / "redis")
         embedded.start()
-    config = uvicorn.Config(
-        create_app(settings, redis_url=embedded.url if embedded else None, embedded=embedded),
+    app = create_app(settings, redis_url=embedded.url if embedded else None, embedded=embedded)
+    config = uvicorn_server.config(
+        app,
+        app.state.gate,
+        settings.limits,
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,  # small messages: compression costs more than it saves
-        ws_max_size=settings.limits.transport_max_bytes,
         backlog=BACKLOG,
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
+    raise_fd_limit()
     tune_gc()
     try:
         uvicorn.Server(config).run()
@@ -105,6 +108,16 @@ def _serve(args: argparse.Namespace) -> int:
 # departures after it closed their sockets (1012), before it cancels them: a connection stuck
 # on an unreachable Redis must not keep the node from exiting.
 SHUTDOWN_GRACE = 2  # uvicorn takes whole seconds
+
+
+def raise_fd_limit() -> None:
+    """Allow this process as many open files as the system lets it: every connection, and
+    every socket waiting for its headers or hello (up to ``max_unauthenticated``), is one.
+    The soft limit is often 1024 while the hard one is far higher."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 # The cyclic collector's pauses grow with the number of live objects: at thousands of

@@ -40,9 +40,18 @@ class _Close:
 class ClientSocket:
     """Accept, receive, write (never waits), send (waits), close."""
 
-    def __init__(self, receive: Receive, send: Send, *, backlog: int) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        send: Send,
+        *,
+        backlog: int,
+        on_authenticated: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_authenticated`` is called once, by `authenticated`."""
         self._receive = receive
         self._send = send
+        self._on_authenticated = on_authenticated
         owner = getattr(send, "__self__", None)
         self._direct = owner if isinstance(owner, WebSocketsSansIOProtocol) else None
         self._limit = backlog
@@ -66,6 +75,12 @@ class ClientSocket:
             return False
         await self._send({"type": "websocket.accept"})
         return True
+
+    def authenticated(self) -> None:
+        """The client's hello was accepted: it no longer counts as unauthenticated."""
+        callback, self._on_authenticated = self._on_authenticated, None
+        if callback is not None:
+            callback()
 
     async def receive(self) -> Frame | None:
         """The next frame, or None once the client has gone."""

@@ -153,6 +153,7 @@ class Connection:
             return
         if not joined:
             return
+        self.socket.authenticated()  # past the gate of unauthenticated sockets
         self._reader = asyncio.current_task()
         loop = asyncio.get_running_loop()
         self._seen = loop.time()

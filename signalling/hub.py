@@ -50,6 +50,7 @@ from signalling.eventlog import (
     parse_id,
 )
 from signalling.projector import note_window, queue_change
+from signalling.supervisor import failure
 from signalling.views import Notices, Shared, Snapshot, View, notices, updates
 from signalling.wire import Message
 
@@ -416,12 +417,18 @@ class Hub:
                 continue
             kind = item["type"]
             channel = item["channel"].decode()
-            if kind == "message":
+            if kind == "message" and "{" in channel:  # a room's feed (not the home channel)
                 entry = self._rooms.get(RoomId(channel.split("{", 1)[1].rsplit("}", 1)[0]))
                 if entry is None:
                     continue  # no longer served here
                 if entry.loaded:
-                    self._take(entry, item["data"])
+                    try:
+                        self._take(entry, item["data"])
+                    except Exception as exc:  # noqa: BLE001 -- one message must not stop the feed
+                        log.warning(
+                            "room %s: unreadable feed message (%s)", entry.room.id, failure(exc)
+                        )
+                        self._resync(entry)  # the stream has the truth
                 else:  # its stream is being read: look at this once that is done
                     entry.early.append(item["data"])
             elif kind == "subscribe":

@@ -30,6 +30,7 @@ from rooms.projection import Outcome, Projection
 from rooms.room import Room
 from rooms.status import CallStatus
 from signalling.eventlog import EMPTY, EventLog
+from signalling.supervisor import failure
 
 log = logging.getLogger("vestibule.signalling.projector")
 
@@ -145,9 +146,20 @@ class Projector:
         )
         for _, items in reply or []:
             entries += items
-        rooms = {RoomId(fields[b"r"].decode()) for _, fields in entries if fields}
+        rooms: set[RoomId] = set()
+        for entry_id, fields in entries:
+            try:
+                if fields:
+                    rooms.add(RoomId(fields[b"r"].decode()))
+            except (KeyError, UnicodeDecodeError):
+                log.warning("projector: skipped a malformed change entry %s", entry_id)
         for room_id in rooms:
-            await self.project(room_id)
+            try:
+                await self.project(room_id)
+            except RedisError:
+                raise  # the round fails and is tried again; the entries stay pending
+            except Exception as exc:  # noqa: BLE001 -- one room must not stop the others
+                log.error("projector: room %s not projected: %s", room_id, failure(exc))
         if entries:
             await self.redis.xack(CHANGES, GROUP, *[entry_id for entry_id, _ in entries])
         return len(rooms) + await self.settle(self.clock())

@@ -41,6 +41,10 @@ class Limits:
     rate_burst: int = 200  # and the burst above it
     idle_timeout: float = 60.0  # close when the client sends nothing this long
     heartbeat_interval: float = 20.0  # what welcome tells the client to ping at
+    # Before the hello (signalling.gate, signalling.uvicorn_server):
+    header_timeout: float = 10.0  # seconds from TCP accept to the end of the request headers
+    max_unauthenticated: int = 4096  # sockets accepted and not authenticated yet, per node
+    max_unauthenticated_per_address: int = 256  # ...and per client IP address
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,15 @@ class Settings:
             rate_per_second=_float(env, "VESTIBULE_RATE", default.rate_per_second),
             rate_burst=_int(env, "VESTIBULE_RATE_BURST", default.rate_burst),
             idle_timeout=_float(env, "VESTIBULE_IDLE_TIMEOUT", default.idle_timeout),
+            header_timeout=_float(env, "VESTIBULE_HEADER_TIMEOUT", default.header_timeout),
+            max_unauthenticated=_int(
+                env, "VESTIBULE_MAX_UNAUTHENTICATED", default.max_unauthenticated
+            ),
+            max_unauthenticated_per_address=_int(
+                env,
+                "VESTIBULE_MAX_UNAUTHENTICATED_PER_ADDRESS",
+                default.max_unauthenticated_per_address,
+            ),
         )
         keyring = _keyring(env, data_dir)
         settings = cls(
@@ -182,6 +195,12 @@ class Settings:
             raise ConfigError(f"ICE servers: {exc}") from None
         if settings.node_timeout <= 0:
             raise ConfigError("VESTIBULE_NODE_TIMEOUT must be positive")
+        if settings.limits.header_timeout <= 0:
+            raise ConfigError("VESTIBULE_HEADER_TIMEOUT must be more than 0")
+        if settings.limits.max_unauthenticated < 1:
+            raise ConfigError("VESTIBULE_MAX_UNAUTHENTICATED must be at least 1")
+        if settings.limits.max_unauthenticated_per_address < 1:
+            raise ConfigError("VESTIBULE_MAX_UNAUTHENTICATED_PER_ADDRESS must be at least 1")
         if settings.limits.idle_timeout <= 2 * settings.limits.heartbeat_interval:
             raise ConfigError(
                 "VESTIBULE_IDLE_TIMEOUT must be more than twice the heartbeat interval "

@@ -29,6 +29,12 @@ from signalling.errors import (
 
 Message = dict[str, Any]
 
+# Bounds on what a message may hold, so that anything accepted can be encoded again, in
+# either codec, wherever it goes (relayed whole to another client, through Redis to another
+# node, echoed in an error): json.dumps recurses, and msgpack refuses deep nesting too.
+MAX_DEPTH = 32  # levels of maps and arrays, the message's own map included
+MAX_VALUES = 10_000  # values in total: every map key, map value and array element
+
 
 class Codec(enum.Enum):
     JSON = "json"
@@ -62,15 +68,16 @@ def decode(frame: str | bytes, max_bytes: int) -> tuple[Message, Codec]:
             f"cannot decode {codec.value} message: {type(exc).__name__}"
         ) from None
     escapes = isinstance(frame, str) and "\\u" in frame
-    problem = _not_portable(message, check_strings=escapes)
-    if problem is not None:
-        raise MalformedMessage(f"cannot accept {codec.value} message: {problem}")
+    shape = _inspect(message, check_strings=escapes)
+    if shape.problem is not None:
+        raise MalformedMessage(f"cannot accept {codec.value} message: {shape.problem}")
     if not isinstance(message, dict):
         raise MalformedMessage("a message must be a map with a string type")
     kind = message.get("type")
     if not isinstance(kind, str):
         raise MalformedMessage("a message must be a map with a string type")
     try:
+        shape.check_bounds()
         schema = CLIENT_MESSAGES.get(kind)
         if schema is None:
             raise UnknownType(f"unknown message type {kind[:64]!r}", {"type": kind[:64]})
@@ -91,8 +98,33 @@ _MSGPACK_INTS = range(-(2**63), 2**64)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _not_portable(value: object, *, check_strings: bool) -> str | None:
-    """Why ``value`` cannot be carried by both codecs, or None if it can.
+@dataclass(slots=True)
+class _Shape:
+    """What `_inspect` found: a value neither codec could carry (``problem``), or past the
+    bounds: nested deeper than MAX_DEPTH (under the top-level field ``deep_field``, None if
+    the message itself holds no field there) or over MAX_VALUES values."""
+
+    problem: str | None = None
+    too_deep: bool = False
+    deep_field: str | None = None
+    too_many: bool = False
+
+    def check_bounds(self) -> None:
+        """Raise InvalidMessage if the message is past MAX_DEPTH or MAX_VALUES."""
+        if self.too_deep:
+            details: dict[str, object] = {"max_depth": MAX_DEPTH}
+            if self.deep_field is not None:
+                details["field"] = self.deep_field
+            where = f"{self.deep_field} is" if self.deep_field is not None else "values are"
+            raise InvalidMessage(f"{where} nested deeper than {MAX_DEPTH} levels", details)
+        if self.too_many:
+            raise InvalidMessage(
+                f"the message holds more than {MAX_VALUES} values", {"max_values": MAX_VALUES}
+            )
+
+
+def _inspect(value: object, *, check_strings: bool) -> _Shape:
+    """Check that ``value`` can be carried by both codecs and is within the bounds.
 
     Parts of a message reach other clients (a candidate is relayed whole) and errors echo
     parts back, in the recipient's codec; a value that codec cannot encode would fail when
@@ -102,29 +134,50 @@ def _not_portable(value: object, *, check_strings: bool) -> str | None:
     without calling ``ext_hook``), and JSON NaN, huge integers and lone surrogates (JSON may
     spell ``\\ud800`` alone; no UTF-8 encoder accepts it). Surrogates can only come from a
     ``\\u`` escape, so strings are searched only when ``check_strings`` says the frame has one.
-    Iterative: the decoders already bound the depth, and this must not recurse past them."""
-    stack = [value]
+
+    Iterative, and it stops at the bounds: past MAX_DEPTH it looks no deeper, past
+    MAX_VALUES no further, so its work is bounded whatever the decoders let through (msgpack
+    nests up to 1024 levels)."""
+    shape = _Shape()
+    # (value, its depth: 1 for the message's own map, the top-level field it is under)
+    stack: list[tuple[object, int, str | None]] = [(value, 1, None)]
+    seen = 0
     while stack:
-        item = stack.pop()
+        item, depth, field = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            shape.too_many = True
+            return shape
         if isinstance(item, str):
             if check_strings and _SURROGATE.search(item):
-                return "a string holds a lone surrogate"
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+                shape.problem = "a string holds a lone surrogate"
+                return shape
+        elif isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                if not shape.too_deep:
+                    shape.too_deep, shape.deep_field = True, field
+                continue
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    under = key if depth == 1 and isinstance(key, str) else field
+                    stack.append((key, depth + 1, under))
+                    stack.append((child, depth + 1, under))
+            else:
+                stack.extend((child, depth + 1, field) for child in item)
         elif isinstance(item, bool) or item is None:
             pass
         elif isinstance(item, int):
             if item not in _MSGPACK_INTS:
-                return "an integer does not fit in 64 bits"
+                shape.problem = "an integer does not fit in 64 bits"
+                return shape
         elif isinstance(item, float):
             if not math.isfinite(item):
-                return "a number is not finite"
+                shape.problem = "a number is not finite"
+                return shape
         else:
-            return f"{type(item).__name__} values are not accepted"
-    return None
+            shape.problem = f"{type(item).__name__} values are not accepted"
+            return shape
+    return shape
 
 
 @dataclass(frozen=True, slots=True)

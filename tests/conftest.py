@@ -1,4 +1,5 @@
-"""Fixtures shared by every test folder: a real redis-server on a free port."""
+"""Fixtures shared by every test folder: a real redis-server on a free port. And the plugin
+that fails the session if a log line holds a secret or patient data (tests/logscan.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from redis.asyncio import Redis
 
 from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import RedisProcess
+from tests.logscan import (  # noqa: F401 -- hooks, found by name
+    pytest_configure,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
 from tests.support import free_port
+
+pytest_plugins = ["pytester"]  # tests/test_logscan.py runs a session of its own
 
 
 @pytest.fixture

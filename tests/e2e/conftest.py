@@ -15,6 +15,7 @@ import aioice.ice
 import pytest
 
 from signalling.redis_server import RedisProcess
+from tests.logscan import watch
 from tests.support import KEYS_ENV, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,16 +49,16 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VESTIBULE_")}
         env.pop("REDIS_URL", None)
         env.update(KEYS_ENV)
+        env["VESTIBULE_LOG_LEVEL"] = "debug"  # every line it can write is checked for secrets
         env.update(self.extra_env)
         if self.redis_url is not None:
             env["REDIS_URL"] = self.redis_url
         command = [sys.executable, "-m", "signalling.cli", "serve", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--data-dir", str(self.data_dir / "data")]
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        watch(self.stderr)  # stdout and stderr: no line may hold a secret (tests/logscan.py)
         with self.stderr.open("ab") as err:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err
-            )
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=err, stderr=err)
         self._wait_for("/healthz")
         return self
 

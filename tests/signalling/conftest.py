@@ -31,13 +31,14 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from rooms.roles import Role
+from signalling import uvicorn_server
 from signalling.api.keys import ApiKeys
 from signalling.app import create_app
 from signalling.client import Client
 from signalling.hub import Hub
 from signalling.redis_server import RedisProcess
 from signalling.settings import Limits, Settings
-from tests.support import KEYRING, free_port, token
+from tests.support import KEYRING, SECRETS, WAIT_FACTOR, free_port, token
 
 # 2023-11-14T22:13:20Z: an arbitrary, round start for every clock.
 EPOCH = 1_700_000_000.0
@@ -132,8 +133,11 @@ class Node:
 
     async def connect(self, *, room: str, token: str, **options: Any) -> Client:
         """`Client.connect` to this node; the client is closed at teardown."""
+        SECRETS.token(token)
+        SECRETS.name(options.get("name"))
         client = await Client.connect(self.url, room=room, token=token, timeout=5.0, **options)
         self._clients.append(client)
+        SECRETS.token(client.resume_token)  # the node's, but no less secret
         return client
 
     async def sweeps(self, count: int = 2) -> None:
@@ -158,8 +162,9 @@ _WATCHED_LOGGERS = ("vestibule", "uvicorn.error")
 async def eventually(
     condition: Callable[[], bool], *, what: str, timeout: float = 5.0, step: float = 0.01
 ) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds saying ``what``."""
-    for _ in range(int(timeout / step)):
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds (times the suite's
+    wait factor) saying ``what``."""
+    for _ in range(int(timeout * WAIT_FACTOR / step)):
         if condition():
             return
         await asyncio.sleep(step)
@@ -198,13 +203,12 @@ async def serve(tmp_path: Path, redis_server: RedisProcess) -> AsyncIterator[Ser
         settings = build_settings(tmp_path / f"node{len(running)}", **overrides)
         app = create_app(settings, clock, redis_url=redis_server.url)
         port = free_port()
-        config = uvicorn.Config(
+        config = uvicorn_server.config(  # the protocols `vestibule serve` runs
             _indirect(app) if indirect else app,
+            app.state.gate,
+            settings.limits,
             host="127.0.0.1",
             port=port,
-            ws="websockets-sansio",
-            ws_per_message_deflate=False,
-            ws_max_size=settings.limits.transport_max_bytes,
             lifespan="on",
             log_level="warning",
             log_config=None,  # leave logging alone: ERROR records must reach `_Records`

@@ -157,17 +157,27 @@ async def test_a_node_still_understands_one_message_per_publish_and_skips_malfor
             msgpack.packb({"not": "a list"}),
             msgpack.packb([ROOM, to]),  # not triples
             msgpack.packb([[ROOM], to, offer, ROOM, to, {**offer, "sdp": "v=0 next"}]),
+            # Issue 10: a message the recipient's codec cannot encode (JSON recurses) killed
+            # the listener, and relaying to this node stopped for good. Now it is dropped.
+            msgpack.packb([ROOM, to, {**offer, "sdp": deep(1000)}]),
             msgpack.packb([ROOM, to, offer]),  # what a node sent before batching
         ]:
             await two.redis.publish(target, payload)
         assert await offers(patient, 2) == ["v=0 next", "v=0 single"]
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
-    assert dropped == [
-        "dropped a malformed batch on the node channel",
-        "dropped a malformed batch on the node channel",
-        "dropped a malformed batch on the node channel",
-        "dropped a malformed message on the node channel",
-    ]
+    assert dropped[:3] == ["dropped a malformed batch on the node channel"] * 3
+    assert [m.split(" (")[0] for m in dropped[3:]] == [
+        "dropped a malformed message on the node channel"
+    ] * 2
+    assert "RecursionError" in dropped[4]
+    assert "v=0" not in " ".join(dropped)  # what failed and where, never the content
+
+
+def deep(levels: int) -> object:
+    value: object = "v=0"
+    for _ in range(levels):
+        value = {"v": value}
+    return value
 
 
 # --- the Bus alone -----------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
 from redis.asyncio import Redis
 
 from rooms.events import Event
@@ -155,3 +157,24 @@ async def test_no_show_appears_once_the_window_closes(redis: Redis) -> None:
     assert await read_outcomes(redis, R) == {APPT: Outcome.NO_SHOW}
     assert await read_status(redis, R, APPT) is CallStatus.EXPIRED
     assert await redis.zcard("vst:windows") == 0
+
+
+async def test_a_malformed_entry_or_room_is_logged_and_skipped_and_the_rest_projected(
+    redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 10: one bad entry must not stop the projector (it is required for readiness).
+    await record(redis, visit())
+    broken = RoomId("broken")
+    await redis.xadd(CHANGES, {"x": "no room field"})
+    await redis.xadd(CHANGES, {"r": b"\xff\xfe"})  # not UTF-8
+    await redis.xadd(f"vst:{{{broken}}}:events", {"e": b"\xc1"})  # not an event
+    await note_change(redis, broken)
+    projector = Projector(redis, "n1", Clock(10.0))
+    await projector.ensure_group()
+    with caplog.at_level(logging.WARNING, logger="vestibule.signalling.projector"):
+        await projector.step()
+    assert await read_outcomes(redis, R) == {APPT: Outcome.COMPLETED}  # r1 was projected
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("skipped a malformed change entry" in m for m in messages) == 2
+    assert any(m.startswith("projector: room broken not projected: ") for m in messages)
+    assert (await redis.xpending(CHANGES, GROUP))["pending"] == 0  # all acknowledged

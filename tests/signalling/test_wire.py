@@ -19,40 +19,18 @@ from signalling.errors import (
     SignallingError,
     UnknownType,
 )
-from signalling.wire import CLIENT_MESSAGES, Codec, Message, decode, error
+from signalling.wire import (
+    CLIENT_MESSAGES,
+    MAX_DEPTH,
+    MAX_VALUES,
+    Codec,
+    Message,
+    decode,
+    error,
+)
+from tests.fuzz import VALID
 
 LIMIT = 64 * 1024
-
-# One valid example of every client message, with every optional field present.
-CANDIDATE = {"candidate": "candidate:1 1 udp 2122260223 192.0.2.1 54400 typ host", "sdpMid": "0"}
-VALID: dict[str, Message] = {
-    "hello": {
-        "type": "hello",
-        "room": "r1",
-        "token": "v1.k.p.s",
-        "resume": "v1.k.p.s",
-        "name": "Ada",
-        "protocol": 1,
-        "features": ["join_now", "some_future_feature"],
-    },
-    "knock": {"type": "knock"},
-    "join": {"type": "join"},
-    "knock_cancel": {"type": "knock_cancel"},
-    "start": {"type": "start", "appointment": "apt_1"},
-    "admit": {"type": "admit", "participant_id": "p_1"},
-    "deny": {"type": "deny", "participant_id": "p_1", "message": "not today"},
-    "admit_all": {"type": "admit_all"},
-    "offer": {"type": "offer", "to": "p_1", "sdp": "v=0\r\n"},
-    "answer": {"type": "answer", "to": "p_1", "sdp": "v=0\r\n"},
-    "candidate": {
-        "type": "candidate",
-        "to": "p_1",
-        "candidate": {**CANDIDATE, "sdpMLineIndex": 0},
-    },
-    "leave": {"type": "leave"},
-    "end": {"type": "end"},
-    "ping": {"type": "ping"},
-}
 
 
 def text(message: object) -> str:
@@ -279,13 +257,71 @@ def test_a_message_that_is_not_a_map_is_malformed(message: object, codec: Codec)
     assert exc.message == "a message must be a map with a string type"
 
 
-@pytest.mark.parametrize("codec", list(Codec))
-def test_nesting_the_decoders_accept_is_accepted(codec: Codec) -> None:
+def nested(depth: int) -> object:
+    """Arrays nested ``depth`` levels deep (1: ``[]``)."""
     deep: object = []
-    for _ in range(400):
+    for _ in range(depth - 1):
         deep = [deep]
-    message = {"type": "ping", "deep": deep}
+    return deep
+
+
+@pytest.mark.parametrize("codec", list(Codec))
+def test_nesting_up_to_the_bound_is_accepted_and_encodes_again_in_both_codecs(
+    codec: Codec,
+) -> None:
+    # The message's own map is level 1: its fields may nest MAX_DEPTH - 1 levels more.
+    message = {"type": "ping", "deep": nested(MAX_DEPTH - 1)}
     assert decode(codec.encode(message), LIMIT)[0] == message
+    for other in Codec:  # relayed to a client of either codec, or through Redis
+        assert decode(other.encode(message), LIMIT)[0] == message
+
+
+@pytest.mark.parametrize("codec", list(Codec))
+def test_nesting_past_the_bound_is_invalid_and_names_the_field(codec: Codec) -> None:
+    message = {"type": "ping", "id": "m1", "deep": nested(MAX_DEPTH)}
+    exc = refused(codec.encode(message), InvalidMessage, "invalid_message")
+    assert exc.details == {"field": "deep", "max_depth": MAX_DEPTH}
+    assert exc.ref == "m1"  # read as a map with a type and an id: the error names it
+
+
+def test_a_deep_candidate_in_msgpack_is_invalid_although_msgpack_decodes_it() -> None:
+    # The finding of issue 10: ~1,000 levels pass msgpack's own limit, and json.dumps (a
+    # JSON recipient, or an error echoing it) then hit the recursion limit.
+    deep: object = {"candidate": "c"}
+    for _ in range(1000):
+        deep = {"candidate": deep}
+    message = {"type": "candidate", "to": "p_1", "candidate": deep}
+    frame = packed(message)
+    decoded = msgpack.unpackb(frame)  # the decoder alone accepts it...
+    with pytest.raises(RecursionError):
+        json.dumps(decoded)  # ...and JSON cannot carry it on
+    exc = refused(frame, InvalidMessage, "invalid_message")
+    assert exc.details == {"field": "candidate", "max_depth": MAX_DEPTH}
+
+
+def test_a_top_level_map_at_the_bound_holds_scalars() -> None:
+    # Depth counts containers: a scalar inside the deepest allowed array is fine.
+    message = {"type": "ping", "deep": nested(MAX_DEPTH - 1)}
+    innermost: Any = message["deep"]
+    while innermost:
+        innermost = innermost[0]
+    innermost.append(1)
+    assert decode(text(message), LIMIT)[0] == message
+
+
+@pytest.mark.parametrize("codec", list(Codec))
+def test_more_values_than_the_bound_is_invalid(codec: Codec) -> None:
+    # The message's map, "type" and its value, "many" and its array: 5 values around it.
+    fits = {"type": "ping", "many": [0] * (MAX_VALUES - 5)}
+    assert decode(codec.encode(fits), LIMIT)[0] == fits
+    over = {"type": "ping", "many": [0] * (MAX_VALUES - 4)}
+    exc = refused(codec.encode(over), InvalidMessage, "invalid_message")
+    assert exc.details == {"max_values": MAX_VALUES}
+
+
+def test_a_non_portable_value_is_malformed_before_the_bounds_are_applied() -> None:
+    message = {"type": "ping", "deep": nested(MAX_DEPTH + 5), "x": b"bin"}
+    refused(packed(message), MalformedMessage, "malformed_message")
 
 
 @pytest.mark.parametrize("message", [{}, {"kind": "ping"}, {"type": None}, {"type": 1}])

@@ -8,7 +8,6 @@ Every wait is bounded; ``VESTIBULE_TEST_WAIT_FACTOR`` scales them on slow machin
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -24,12 +23,12 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from rooms.roles import Role
 from signalling.redis_server import RedisProcess
 from tests.e2e.conftest import ServerProcess
-from tests.support import token
+from tests.support import WAIT_FACTOR, token
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
-FACTOR = float(os.environ.get("VESTIBULE_TEST_WAIT_FACTOR", "1"))
+FACTOR = WAIT_FACTOR
 WAIT_MS = 20_000 * FACTOR  # any single page state the tests wait for
 MEDIA_WAIT_S = 45.0 * FACTOR  # ICE, DTLS and the first decoded frames, on a loaded machine
 POLL_S = 0.2

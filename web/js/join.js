@@ -285,6 +285,7 @@ function onWelcome(w) {
     });
   }
   if (w.stage === "in_call") {
+    state.waiting = null;
     enterCall(w.resumed);
   } else {
     leaveCall();
@@ -305,6 +306,7 @@ function onMessage(m) {
     case "admitted":
       state.stage = "in_call";
       state.ended = null;
+      state.waiting = null; // what it said before the call no longer holds; a new one follows
       toast(m.by ? "The host has let you in." : "You're in the call.", { kind: "success", title: "Admitted", timeoutMs: 6000 });
       enterCall(false);
       break;

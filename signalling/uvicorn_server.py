@@ -1,0 +1,203 @@
+"""The uvicorn server a node runs, and the one place that touches uvicorn's internals.
+
+Written for uvicorn 0.54 with httptools and the websockets-sansio backend (the versions
+pinned in pyproject.toml); tests/signalling/test_uvicorn_server.py fails loudly when what this
+module relies on changes. ASGI has no say before a request's headers are in, so what must
+happen before that lives here, in subclasses of uvicorn's protocol classes:
+
+- **A deadline for the request line and headers** (``Limits.header_timeout``). uvicorn has
+  none: a socket that sends nothing, or a header a byte at a time, stayed open for ever. A
+  socket whose request headers are not all in by the deadline, counted from the TCP accept
+  (or from the first byte of a later request on a kept-alive connection), is closed.
+- **Caps on unauthenticated sockets** (`signalling.gate.Gate`): a socket over the cap per
+  node or per client address is refused with HTTP 503 (``Retry-After``). The refusal is
+  written once the request has arrived (or after ``REFUSE_LINGER`` if nothing comes), so that
+  the client reads it rather than a reset; while refused sockets pile up past the node cap
+  themselves, further ones are reset at once.
+- **No frame content in logs**: websockets logs the start of every frame at debug level;
+  its per-connection debug switch is turned off.
+- **No query strings in logs**: uvicorn's access lines and its ``"WebSocket /path"`` lines
+  print the query string; `QueryFilter` cuts it off (join tokens never belong in a URL, but
+  a client may put one there anyway).
+- **No traceback for a client's invalid UTF-8**: uvicorn logs one at ERROR for a text frame
+  that is not UTF-8. The 1007 close is right; the record becomes one INFO line.
+- **No ERROR for a refusal before the upgrade**: after an ASGI denial response uvicorn
+  believes the handshake unfinished and logs an ERROR; the protocol notes it finished.
+
+`config` builds the `uvicorn.Config` with all of it, for `vestibule serve` and the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, ClassVar
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from signalling.gate import Gate
+from signalling.settings import Limits
+
+REFUSE_LINGER = 1.0  # seconds a refused socket may take to send its request
+_REFUSAL_BODY = b"too many connections waiting: try again\n"
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"retry-after: 5\r\n"
+    b"connection: close\r\n"
+    b"content-length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n"
+    b"\r\n" + _REFUSAL_BODY
+)
+INVALID_UTF8 = "Invalid UTF-8 sequence received from client."  # uvicorn's message
+LOGGERS = ("uvicorn.access", "uvicorn.error")
+
+
+class _GatedHttp(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the header deadline and the gate."""
+
+    gate: ClassVar[Gate]
+    header_timeout: ClassVar[float]
+    lingering: ClassVar[int] = 0  # refused sockets not closed yet (per server: see `config`)
+
+    _deadline: asyncio.TimerHandle | None = None
+    _refused: asyncio.TimerHandle | None = None
+    _counted = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.gate.enter(self.client):
+            self._counted = True
+            self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
+        elif type(self).lingering >= self.gate.limit:
+            self.transport.abort()  # refusals pile up too: no more of them
+        else:
+            type(self).lingering += 1
+            self._refused = self.loop.call_later(REFUSE_LINGER, self._refuse)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused is not None:
+            self._refuse()  # the request is in: answer it (unread, it would make a reset)
+            return
+        if self.transport.is_closing():
+            return  # refused or timed out already
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:  # a later request on a kept-alive connection
+            self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def on_headers_complete(self) -> None:
+        self._stop_deadline()
+        if not (self.parser.should_upgrade() and self._should_upgrade()):
+            self._leave()  # plain HTTP: authenticated by its own means, if at all
+        super().on_headers_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        self._counted = False  # the WebSocket protocol object counts it from now on
+        super().handle_websocket_upgrade()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_deadline()
+        if self._refused is not None:
+            self._refused.cancel()
+            self._refused = None
+            type(self).lingering -= 1
+        self._leave()
+        super().connection_lost(exc)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self.gate.timed_out += 1
+        self._leave()
+        self.transport.close()
+
+    def _refuse(self) -> None:
+        if self._refused is not None:
+            self._refused.cancel()
+            self._refused = None
+            type(self).lingering -= 1
+        if not self.transport.is_closing():
+            self.transport.write(REFUSAL)
+            self.transport.close()
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _leave(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.gate.leave(self.client)
+
+
+class _GatedWebSockets(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol: silent frames, and the gate left on close."""
+
+    gate: ClassVar[Gate]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn.debug = False  # websockets would log the start of every frame at debug
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            self.gate.leave(self.client)  # closed before (or without) an accepted hello
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            # A refusal with an HTTP response (the ASGI denial response: /ws with a query)
+            # ends the handshake; uvicorn 0.54 does not note it, and then logs an ERROR
+            # ("ASGI callable returned without completing handshake") for every refusal.
+            self.handshake_complete = True
+
+
+class QueryFilter(logging.Filter):
+    """Cuts the query string off the paths in uvicorn's log lines, and turns uvicorn's
+    traceback for a client's invalid UTF-8 into one INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_path_only(arg) for arg in record.args)
+        if record.msg == INVALID_UTF8 and record.exc_info:
+            record.msg = "closed a WebSocket (1007): a text frame was not UTF-8"
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _path_only(arg: object) -> object:
+    if isinstance(arg, str) and arg.startswith("/") and "?" in arg:
+        return arg.split("?", 1)[0]
+    return arg
+
+
+def filter_logs() -> None:
+    """Put `QueryFilter` on uvicorn's loggers (once; call it after logging is set up)."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QueryFilter) for f in logger.filters):
+            logger.addFilter(QueryFilter())
+
+
+def config(app: Any, gate: Gate, limits: Limits, **options: Any) -> uvicorn.Config:
+    """A `uvicorn.Config` for ``app`` with this module's protocols around ``gate`` (fresh
+    protocol classes per call, so servers in one process keep their own counts)."""
+    http = type("GatedHttp", (_GatedHttp,), {"gate": gate, "header_timeout": limits.header_timeout})
+    ws = type("GatedWebSockets", (_GatedWebSockets,), {"gate": gate})
+    result = uvicorn.Config(
+        app,
+        http=http,
+        ws=ws,
+        ws_per_message_deflate=False,  # small messages: compression costs more than it saves
+        ws_max_size=limits.transport_max_bytes,
+        **options,
+    )
+    filter_logs()
+    return result
