@@ -8,8 +8,10 @@ import enum
 from rooms.appointments import (
     ACTIVE,
     VIDEO_PROVIDER,
+    Actor,
     AppointmentStatus,
     Attendance,
+    BookingSource,
     ContactChannel,
     RemoteChannel,
 )
@@ -181,10 +183,30 @@ APPOINTMENT = Schema(
             enum=_values(Attendance),
         ),
         _text("cancellation_reason", "Why it was cancelled."),
-        _text("booking_source", "Where the booking came from (api).", nullable=False),
+        _out(
+            "cancelled_by",
+            Kind.STRING,
+            "Who cancelled it: the patient (their link or the booking page), the clinician "
+            "(the console), the api, or the system.",
+            nullable=True,
+            enum=_values(Actor),
+        ),
+        _out(
+            "booking_source",
+            Kind.STRING,
+            "How it was booked: api (POST /appointments) or booking_page (the patient, on "
+            "the hosted booking page).",
+            enum=_values(BookingSource),
+        ),
         _text("episode_id", "Episode id."),
         _out("capacity", Kind.INTEGER, "Booked capacity of the call."),
         _text("room_id", "The video room (the clinician's persistent room)."),
+        _out(
+            "hold_expires_at",
+            Kind.DATETIME,
+            "While held: when the hold runs out unless the patient confirms it.",
+            nullable=True,
+        ),
         _out(
             "call_status",
             Kind.STRING,
