@@ -239,11 +239,24 @@ class Appointment:
             self, status=AppointmentStatus.CONFIRMED, hold_expires_at=None, updated_at=now
         )
 
+    def attend(self, name: str, email: str, now: float) -> Appointment:
+        """The held slot with the patient's name and e-mail, as they confirm it."""
+        if self.status is not AppointmentStatus.HELD:
+            self._refuse(Action.CONFIRM)
+        return replace(self, attendee_name=name, attendee_email=email, updated_at=now)
+
     def expire(self, now: float) -> Appointment:
-        """The hold ran out unconfirmed: the slot is free again."""
+        """The hold ran out unconfirmed: the slot is free again, and what the patient had
+        typed (name, e-mail) is not kept."""
         if self.status is not AppointmentStatus.HELD:
             self._refuse(Action.EXPIRE)
-        return replace(self, status=AppointmentStatus.EXPIRED, updated_at=now)
+        return replace(
+            self,
+            status=AppointmentStatus.EXPIRED,
+            attendee_name=None,
+            attendee_email=None,
+            updated_at=now,
+        )
 
     def complete(self, now: float) -> Appointment:
         self._expect_active(Action.COMPLETE)

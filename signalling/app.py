@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from signalling.api.app import build_api
 from signalling.api.appointment_store import outcome_hook
+from signalling.api.booking_repair import repairs
 from signalling.api.context import ApiContext
 from signalling.api.envelope import unrouted
 from signalling.api.invitations import delivery_worker
@@ -132,6 +133,7 @@ def create_app(
             asyncio.create_task(every(settings.sweep_interval, _sweep(hub, settings), "sweep")),
             asyncio.create_task(projector.run()),
             asyncio.create_task(delivery_worker(ctx, node_id).run()),
+            asyncio.create_task(every(settings.hold_sweep, repairs(ctx).sweep, "booking sweep")),
             asyncio.create_task(every(1.0, watch_redis, "redis watch")),
         ]
         await asyncio.wait_for(asyncio.gather(tailing.wait(), listening.wait()), 30)
@@ -166,9 +168,13 @@ def create_app(
             # The clinician's console, opened from the clinician's link (token in the fragment).
             return FileResponse(console_page)
 
+        async def book(request: Request) -> Response:  # a clinician's booking page
+            return FileResponse(web / "book.html")
+
         routes += [
             Route("/join/{room}", join),
             Route("/console/{room}", console),
+            Route("/book/{clinician}", book),
             Mount("/", StaticFiles(directory=web, html=True)),
         ]
     unrouted_api = unrouted(api.keys)

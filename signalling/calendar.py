@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 import secrets
 import zlib
 from dataclasses import dataclass
@@ -303,6 +304,14 @@ class Calendar:
     async def span(self, clinician: str, appointment: AppointmentId) -> Span | None:
         raw: Any = await self.redis.hget(spans_key(clinician), appointment)
         return None if raw is None else parse_span(appointment, _text(raw))
+
+    async def secret_matches(self, clinician: str, appointment: AppointmentId, secret: str) -> bool:
+        """Whether ``secret`` is the one the appointment's hold was made with (and its span
+        is still there)."""
+        raw: Any = await self.redis.hget(spans_key(clinician), appointment)
+        if raw is None:
+            return False
+        return hmac.compare_digest(_text(raw).split(" ")[4], digest(secret))
 
     async def busy(self, clinician: str, after: float, now: float) -> list[Busy]:
         """The times blocked at ``now`` that end after ``after``."""

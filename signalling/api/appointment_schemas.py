@@ -1,24 +1,27 @@
 """The schemas of ``/appointments``: they validate its requests and describe its responses
-in the OpenAPI document (`signalling.api.appointments` returns exactly these fields)."""
+in the OpenAPI document (`to_json` gives exactly the fields of `APPOINTMENT`)."""
 
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from rooms.appointments import (
     ACTIVE,
     VIDEO_PROVIDER,
     Actor,
+    Appointment,
     AppointmentStatus,
     Attendance,
     BookingSource,
     ContactChannel,
     RemoteChannel,
 )
+from rooms.booking import BookingEventKind
 from rooms.events import EventKind
 from rooms.roles import Role
 from rooms.status import CallStatus
-from signalling.api.schema import Kind, Prop, Schema
+from signalling.api.schema import Kind, Prop, Schema, format_time
 
 MAX_ID = 200
 MAX_CAPACITY = 50
@@ -108,9 +111,16 @@ CANCEL = Schema(
         Prop(
             "cancellation_reason",
             Kind.STRING,
-            "Why it is cancelled.",
+            "Why it is cancelled: leave it out, or give text (a blank one is refused).",
             nullable=True,
             max_length=1000,
+        ),
+        Prop(
+            "cancelled_by",
+            Kind.STRING,
+            "Who cancels: api (the default) or clinician (from the console; a reason is "
+            "then required).",
+            enum=(Actor.API.value, Actor.CLINICIAN.value),
         ),
     ),
     "Optional body of a cancellation.",
@@ -223,13 +233,27 @@ APPOINTMENT = Schema(
 ACTIVITY = Schema(
     "RoomActivityEvent",
     (
-        _out("kind", Kind.STRING, "What happened.", enum=_values(EventKind)),
+        _out(
+            "kind",
+            Kind.STRING,
+            "What happened: in the room, or to the booking (held, confirmed, expired, cancelled).",
+            enum=_values(EventKind) + _values(BookingEventKind),
+        ),
         _out("at", Kind.DATETIME, "When (UTC)."),
         _text("participant_id", "Whom it concerns (an opaque id, never a name)."),
         _out("role", Kind.STRING, "The participant's role.", nullable=True, enum=_values(Role)),
         _text("actor_id", "Who did it; null when the server did (a grace period ran out)."),
+        _out(
+            "actor",
+            Kind.STRING,
+            "Who acted on the booking (patient, clinician, api, system); null for the "
+            "room's events.",
+            nullable=True,
+            enum=_values(Actor),
+        ),
     ),
-    "One event of the appointment's room: in its join window, or in one of its calls.",
+    "One event of the appointment: of its room (in its join window, or in one of its "
+    "calls), or of its booking.",
 )
 
 LIST_QUERY = (
@@ -252,3 +276,44 @@ LIST_QUERY = (
     Prop("appointment_type_id", Kind.STRING, "Only this appointment type.", max_length=MAX_ID),
     Prop("location_id", Kind.STRING, "Only this location.", max_length=MAX_ID),
 )
+
+
+def to_json(a: Appointment, call_status: CallStatus | None) -> dict[str, Any]:
+    """The appointment object of seed 004, with our fields; times in ISO 8601 UTC."""
+    return {
+        "id": a.id,
+        "patient_id": a.patient_id,
+        "clinician_profile_id": a.clinician_profile_id,
+        "title": a.title,
+        "description": a.description,
+        "start_time": format_time(a.start_time),
+        "end_time": format_time(a.end_time),
+        "duration_minutes": a.duration_minutes,
+        "status": a.status.value,
+        "appointment_type_id": a.appointment_type_id,
+        "location_id": a.location_id,
+        "is_remote": a.is_remote,
+        "remote_channel": _value(a.remote_channel),
+        "video_link": a.video_link,
+        "video_provider": a.video_provider,
+        "meeting_url": a.meeting_url,
+        "attendee_email": a.attendee_email,
+        "attendee_name": a.attendee_name,
+        "attendee_phone": a.attendee_phone,
+        "preferred_channel": _value(a.preferred_channel),
+        "attendance_status": _value(a.attendance_status),
+        "cancellation_reason": a.cancellation_reason,
+        "cancelled_by": _value(a.cancelled_by),
+        "booking_source": a.booking_source.value,
+        "episode_id": a.episode_id,
+        "capacity": a.capacity,
+        "room_id": a.room_id,
+        "hold_expires_at": format_time(a.hold_expires_at),
+        "call_status": _value(call_status),
+        "created_at": format_time(a.created_at),
+        "updated_at": format_time(a.updated_at),
+    }
+
+
+def _value(member: Any) -> Any:
+    return None if member is None else member.value

@@ -338,11 +338,23 @@ def test_a_hold_is_confirmed_or_expires_once() -> None:
     assert confirmed.active
     assert confirmed.hold_expires_at is None
     assert confirmed.updated_at == T0 + 60
-    expired = held().expire(T0 + 901)
+    typed = held().attend("Sam Patel", "sam@example.org", T0 + 30)
+    assert (typed.attendee_name, typed.attendee_email, typed.status) == (
+        "Sam Patel",
+        "sam@example.org",
+        S.HELD,
+    )
+    assert typed.confirm(T0 + 31).attendee_name == "Sam Patel"
+    expired = typed.expire(T0 + 901)
+    assert expired.attendee_name is expired.attendee_email is None  # not kept
     assert expired.status is S.EXPIRED
     assert expired.status.final
     for done in (confirmed, expired):
-        for action, attempt in (("confirm", done.confirm), ("expire", done.expire)):
+        for action, attempt in (
+            ("confirm", done.confirm),
+            ("expire", done.expire),
+            ("confirm", lambda now, d=done: d.attend("x", "y@z", now)),
+        ):
             with pytest.raises(InvalidTransition) as info:
                 attempt(T0 + 1000)
             assert info.value.details == {
