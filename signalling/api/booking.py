@@ -166,6 +166,12 @@ class Booking:
         now = self.ctx.clock()
         today = datetime.datetime.fromtimestamp(now, tz).date()
         first = parse_date("from", params.get("from")) or today
+        horizon = datetime.timedelta(days=schemas.HORIZON_DAYS)
+        if not today - datetime.timedelta(days=1) <= first <= today + horizon:
+            raise ValidationFailed(
+                f"from must be from yesterday to {schemas.HORIZON_DAYS} days ahead",
+                {"field": "from", "problem": "range"},
+            )
         last = parse_date("to", params.get("to")) or (
             first + datetime.timedelta(days=schemas.DEFAULT_DAYS - 1)
         )
@@ -212,11 +218,16 @@ class Booking:
         start = schemas.NEW_HOLD.validate(await call.json())["start_time"]
         now = self.ctx.clock()
         windows, days_off = await self._availability(clinician)
+        when = format_time(start)  # any time parse_time gave can be formatted
+        if not now <= start <= now + schemas.HORIZON_DAYS * DAY:
+            problem = "too_soon" if start < now else "too_far"
+            raise SlotUnavailable(
+                f"no slot can be booked at {when}", {"start_time": when, "problem": problem}
+            )
         # The slots of the days around, as the page lists them (overlaps resolved alike).
         laid = generate(windows, days_off, start=start - DAY, end=start + DAY,
                         default_minutes=self.settings.slot_minutes)  # fmt: skip
         slot = next((s for s in laid if s.start == start), None)
-        when = format_time(start)
         if slot is None:
             raise SlotUnavailable(
                 f"no slot of clinician {clinician} starts at {when}",

@@ -17,6 +17,7 @@ MAX_TOKEN = 4096
 MAX_ZONE = 64
 MAX_DAYS = 31  # the longest range of one slots request
 DEFAULT_DAYS = 14
+HORIZON_DAYS = 366  # how far ahead slots are listed and can be held
 _STATUSES = tuple(s.value for s in AppointmentStatus)
 _CHANNELS = tuple(c.value for c in ContactChannel)
 
