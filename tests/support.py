@@ -1,8 +1,9 @@
-"""Shared test helpers: free ports, a fixed key ring, join tokens."""
+"""Shared test helpers: free ports, a fixed key ring, join tokens, the wait factor."""
 
 from __future__ import annotations
 
 import base64
+import os
 import socket
 
 from admission.tokens import JoinClaims, KeyRing, encode_join, new_token_id
@@ -16,6 +17,11 @@ KEYS_ENV = {
     "VESTIBULE_KEYS": "test:" + base64.b64encode(SECRET).decode(),
     "VESTIBULE_SIGNING_KEY": "test",
 }
+
+
+# Scales the generous time limits of tests that wait on real time, on slow machines (the
+# browser tests read the same variable).
+WAIT_FACTOR = float(os.environ.get("VESTIBULE_TEST_WAIT_FACTOR", "1"))
 
 
 def free_port() -> int:
