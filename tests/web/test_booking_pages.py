@@ -142,6 +142,15 @@ async def book(page: Page, start: float) -> None:
     await wait_state(page, "s.screen === 'details' && s.hold !== null")
 
 
+async def kept(page: Page) -> str:
+    """What the page keeps outside its memory: storage, cookies, its address and history."""
+    text: str = await page.evaluate(
+        "JSON.stringify([{...sessionStorage}, {...localStorage}, document.cookie,"
+        " location.href, history.state, window.vestibule.state()])"
+    )
+    return text
+
+
 async def dismiss_notices(page: Page) -> None:
     """Close the notices in the corner, so that screenshots show the page under them."""
     for button in await page.locator("#toasts [aria-label='Dismiss notice']").all():
@@ -168,8 +177,11 @@ async def test_a_patient_books_a_slot_in_their_zone_confirms_and_waits_in_the_ro
     assert PATIENT_ZONE in await page.locator("#zone-name").inner_text()
     await shot(page, "19-booking-pick-a-time-phone")
 
-    await book(page, starts[0])
+    async with page.expect_response(lambda r: r.url.endswith(f"/{CLINICIAN}/holds")) as held:
+        await book(page, starts[0])
+    secret = (await (await held.value).json())["data"]["hold_secret"]
     s = await wait_state(page, "s.hold.secondsLeft > 0")
+    assert secret not in await kept(page)  # in the page's memory only
     assert s["hold"]["start_time"] == iso(starts[0])
     assert 890 <= s["hold"]["secondsLeft"] <= 900
     assert "#" not in page.url
@@ -186,6 +198,7 @@ async def test_a_patient_books_a_slot_in_their_zone_confirms_and_waits_in_the_ro
     await page.click("#confirm-button")
     s = await wait_state(page, "s.screen === 'done'")
     assert s["booking"]["status"] == "confirmed"
+    assert secret not in await kept(page)
     appointment = await clinic.appointment(s["booking"]["id"])
     assert appointment["status"] == "confirmed"
     assert appointment["attendee_name"] == "Sam Patel"

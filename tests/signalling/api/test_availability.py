@@ -4,6 +4,7 @@ checked against the node's own OpenAPI document."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -143,3 +144,20 @@ async def test_availability_needs_an_api_key(node: Node) -> None:
             response = await http.request(method, path, json=WINDOW)
             assert response.status_code == 401
             assert response.json()["error"]["code"] == "UNAUTHORIZED"
+
+
+async def test_concurrent_edits_of_one_window_are_both_kept(api: Documented) -> None:
+    """Each edit is a compare-and-set on the record: one decided on a stale read is decided
+    again, so neither edit is lost."""
+    made = await api.data("POST", f"{BASE}/windows", 201, json=WINDOW)
+    one = f"{BASE}/windows/{made['id']}"
+    edits = [{"buffer_minutes": 10}, {"slot_minutes": 20}, {"valid_until": "2031-01-01"},
+             {"appointment_type_id": "type_1"}, {"start_minute": 600}]  # fmt: skip
+    await asyncio.gather(*(api.data("PATCH", one, json=edit) for edit in edits))
+    final = await api.data("GET", one)
+    assert (final["buffer_minutes"], final["slot_minutes"], final["valid_until"]) == (
+        10,
+        20,
+        "2031-01-01",
+    )
+    assert (final["appointment_type_id"], final["start_minute"]) == ("type_1", 600)

@@ -6,13 +6,16 @@ injected clock) does the rest. Real node, real redis-server."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import pytest
 
 from rooms.appointments import book
 from rooms.ids import AppointmentId
 from signalling.api.appointment_store import AppointmentStore, Stored
-from signalling.api.booking_repair import repairs
+from signalling.api.booking_repair import LEASE, repairs
 from signalling.api.calendar_follow import STEP_GRACE
 from signalling.api.schema import parse_time
 from signalling.calendar import Calendar, Outcome, bucket_key, bucket_of
@@ -178,3 +181,29 @@ async def test_two_sweepers_on_one_expired_hold_expire_it_once(
     assert record["status"] == "expired"
     assert await b.activity(held["id"]) == [("held", "patient"), ("expired", "system")]
     assert PATIENT["attendee_name"] not in repr(record)
+
+
+async def test_a_ticket_that_fails_is_logged_and_the_others_are_still_repaired(
+    booking: Make,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    b = await booking(hold_sweep=3600.0)  # only this test's sweeper runs
+    await b.window()
+    held = await b.hold()
+    # An unreadable appointment record: its repair fails.
+    await b.node.redis.set("vst:appt:apt_broken", b"not msgpack at all \xc1")
+    calendar = Calendar(b.node.redis)
+    broken = await calendar.ticket(C, AppointmentId("apt_broken"), due=b.node.clock.now)
+    b.node.clock.advance(900)
+    sweeper = repairs(offline_context(b.node.redis, tmp_path, b.node.clock))
+    assert await sweeper.sweep() == 2
+    assert (await b.appointment(held["id"]))["status"] == "expired"
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in failures] == ["repair of booking apt_broken failed"]
+    assert [r.getMessage() for r in b.node.take_errors()] == [failures[0].getMessage()]
+    # Left to its lease: it comes back once the lease is over, not before.
+    assert await sweeper.sweep() == 0
+    b.node.clock.advance(LEASE)
+    claimed = await calendar.claim(bucket_of(C), b.node.clock.now, LEASE, 10)
+    assert claimed == [broken]

@@ -408,7 +408,7 @@ def _unauthorised(
 def _public(api: Api, operation: Operation) -> bool:
     """Whether the document says the operation takes no API key (``security: []``)."""
     declared = api.document["paths"][operation.path][operation.method.lower()]
-    return declared.get("security") == []
+    return bool(declared.get("security") == [])
 
 
 def test_authorised_requests_follow_the_contract(api: Api, subtests: pytest.Subtests) -> None:
