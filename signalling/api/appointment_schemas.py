@@ -128,7 +128,7 @@ CANCEL = Schema(
 ACTION = Schema("AppointmentAction", (), "An action takes no fields: send {} or nothing.")
 
 
-def _out(
+def returned(
     name: str,
     kind: Kind,
     description: str,
@@ -141,7 +141,7 @@ def _out(
 
 
 def _text(name: str, description: str, *, nullable: bool = True) -> Prop:
-    return _out(name, Kind.STRING, description, nullable=nullable)
+    return returned(name, Kind.STRING, description, nullable=nullable)
 
 
 APPOINTMENT = Schema(
@@ -152,14 +152,14 @@ APPOINTMENT = Schema(
         _text("clinician_profile_id", "Clinician id."),
         _text("title", "Title.", nullable=False),
         _text("description", "Free text."),
-        _out("start_time", Kind.DATETIME, "Start (UTC)."),
-        _out("end_time", Kind.DATETIME, "End (UTC)."),
-        _out("duration_minutes", Kind.INTEGER, "Length in minutes."),
-        _out("status", Kind.STRING, "Status; changed only by the actions.", enum=STATUSES),
+        returned("start_time", Kind.DATETIME, "Start (UTC)."),
+        returned("end_time", Kind.DATETIME, "End (UTC)."),
+        returned("duration_minutes", Kind.INTEGER, "Length in minutes."),
+        returned("status", Kind.STRING, "Status; changed only by the actions.", enum=STATUSES),
         _text("appointment_type_id", "Appointment type id."),
         _text("location_id", "Location id."),
-        _out("is_remote", Kind.BOOLEAN, "Whether the appointment is virtual."),
-        _out(
+        returned("is_remote", Kind.BOOLEAN, "Whether the appointment is virtual."),
+        returned(
             "remote_channel",
             Kind.STRING,
             "video or phone, for a remote appointment.",
@@ -167,7 +167,7 @@ APPOINTMENT = Schema(
             enum=_values(RemoteChannel),
         ),
         _text("video_link", "The patient's personal join link (video appointments)."),
-        _out(
+        returned(
             "video_provider",
             Kind.STRING,
             "Who hosts the video room.",
@@ -178,14 +178,14 @@ APPOINTMENT = Schema(
         _text("attendee_email", "Attendee's email."),
         _text("attendee_name", "Attendee's name."),
         _text("attendee_phone", "Attendee's phone number."),
-        _out(
+        returned(
             "preferred_channel",
             Kind.STRING,
             "How the patient prefers to get the link.",
             nullable=True,
             enum=_values(ContactChannel),
         ),
-        _out(
+        returned(
             "attendance_status",
             Kind.STRING,
             "attended once completed, no_show once marked so.",
@@ -193,7 +193,7 @@ APPOINTMENT = Schema(
             enum=_values(Attendance),
         ),
         _text("cancellation_reason", "Why it was cancelled."),
-        _out(
+        returned(
             "cancelled_by",
             Kind.STRING,
             "Who cancelled it: the patient (their link or the booking page), the clinician "
@@ -201,7 +201,7 @@ APPOINTMENT = Schema(
             nullable=True,
             enum=_values(Actor),
         ),
-        _out(
+        returned(
             "booking_source",
             Kind.STRING,
             "How it was booked: api (POST /appointments) or booking_page (the patient, on "
@@ -209,23 +209,23 @@ APPOINTMENT = Schema(
             enum=_values(BookingSource),
         ),
         _text("episode_id", "Episode id."),
-        _out("capacity", Kind.INTEGER, "Booked capacity of the call."),
+        returned("capacity", Kind.INTEGER, "Booked capacity of the call."),
         _text("room_id", "The video room (the clinician's persistent room)."),
-        _out(
+        returned(
             "hold_expires_at",
             Kind.DATETIME,
             "While held: when the hold runs out unless the patient confirms it.",
             nullable=True,
         ),
-        _out(
+        returned(
             "call_status",
             Kind.STRING,
             "The room's call status for this appointment (video appointments).",
             nullable=True,
             enum=_values(CallStatus),
         ),
-        _out("created_at", Kind.DATETIME, "When it was booked."),
-        _out("updated_at", Kind.DATETIME, "When it last changed."),
+        returned("created_at", Kind.DATETIME, "When it was booked."),
+        returned("updated_at", Kind.DATETIME, "When it last changed."),
     ),
     "An appointment (seed 004's object, with its room and booked capacity).",
 )
@@ -233,17 +233,17 @@ APPOINTMENT = Schema(
 ACTIVITY = Schema(
     "RoomActivityEvent",
     (
-        _out(
+        returned(
             "kind",
             Kind.STRING,
             "What happened: in the room, or to the booking (held, confirmed, expired, cancelled).",
             enum=_values(EventKind) + _values(BookingEventKind),
         ),
-        _out("at", Kind.DATETIME, "When (UTC)."),
+        returned("at", Kind.DATETIME, "When (UTC)."),
         _text("participant_id", "Whom it concerns (an opaque id, never a name)."),
-        _out("role", Kind.STRING, "The participant's role.", nullable=True, enum=_values(Role)),
+        returned("role", Kind.STRING, "The participant's role.", nullable=True, enum=_values(Role)),
         _text("actor_id", "Who did it; null when the server did (a grace period ran out)."),
-        _out(
+        returned(
             "actor",
             Kind.STRING,
             "Who acted on the booking (patient, clinician, api, system); null for the "

@@ -40,6 +40,7 @@ from rooms.availability import (
     WindowId,
     new_window,
 )
+from signalling.api.appointment_schemas import returned
 from signalling.api.availability_store import AvailabilityStore
 from signalling.api.context import ApiContext
 from signalling.api.envelope import Call, paged
@@ -83,30 +84,25 @@ def _window_fields(*, creating: bool) -> tuple[Prop, ...]:
     )  # fmt: skip
 
 
-def _out(name: str, kind: Kind, description: str, *, nullable: bool = False,
-         enum: tuple[str, ...] | None = None) -> Prop:  # fmt: skip
-    return Prop(name, kind, description, required=True, nullable=nullable, enum=enum)
-
-
 WINDOW = Schema(
     "AvailabilityWindow",
     (
-        _out("id", Kind.STRING, "Window id (aw_...)."),
-        _out("clinician_id", Kind.STRING, "Whose window."),
-        _out("day", Kind.STRING, "Day of the week.", enum=_DAYS),
-        _out("start_minute", Kind.INTEGER, "Start, minutes since local midnight."),
-        _out("end_minute", Kind.INTEGER, "End, minutes since local midnight."),
-        _out("time_zone", Kind.STRING, "IANA time zone of the times."),
-        _out("slot_minutes", Kind.INTEGER, "Slot length; null: the default.", nullable=True),
-        _out("slot_length_minutes", Kind.INTEGER, "The slot length that applies now."),
-        _out("buffer_minutes", Kind.INTEGER, "Minutes between consecutive slots."),
-        _out("appointment_type_id", Kind.STRING, "Appointment type.", nullable=True),
-        _out("active", Kind.BOOLEAN, "Switched on."),
-        _out("valid_from", Kind.STRING, "First local date it applies.", nullable=True),
-        _out("valid_until", Kind.STRING, "Last local date it applies.", nullable=True),
-        _out("created_at", Kind.DATETIME, "When it was added."),
-        _out("updated_at", Kind.DATETIME, "When it last changed."),
-        _out("deleted_at", Kind.DATETIME, "When it was removed (soft delete).", nullable=True),
+        returned("id", Kind.STRING, "Window id (aw_...)."),
+        returned("clinician_id", Kind.STRING, "Whose window."),
+        returned("day", Kind.STRING, "Day of the week.", enum=_DAYS),
+        returned("start_minute", Kind.INTEGER, "Start, minutes since local midnight."),
+        returned("end_minute", Kind.INTEGER, "End, minutes since local midnight."),
+        returned("time_zone", Kind.STRING, "IANA time zone of the times."),
+        returned("slot_minutes", Kind.INTEGER, "Slot length; null: the default.", nullable=True),
+        returned("slot_length_minutes", Kind.INTEGER, "The slot length that applies now."),
+        returned("buffer_minutes", Kind.INTEGER, "Minutes between consecutive slots."),
+        returned("appointment_type_id", Kind.STRING, "Appointment type.", nullable=True),
+        returned("active", Kind.BOOLEAN, "Switched on."),
+        returned("valid_from", Kind.STRING, "First local date it applies.", nullable=True),
+        returned("valid_until", Kind.STRING, "Last local date it applies.", nullable=True),
+        returned("created_at", Kind.DATETIME, "When it was added."),
+        returned("updated_at", Kind.DATETIME, "When it last changed."),
+        returned("deleted_at", Kind.DATETIME, "When it was removed (soft delete).", nullable=True),
     ),
     "A recurring weekly availability window.",
 )
@@ -117,12 +113,12 @@ WINDOW_UPDATE = Schema(
 DAY_OFF = Schema(
     "AvailabilityException",
     (
-        _out("id", Kind.STRING, "Exception id (ax_...)."),
-        _out("clinician_id", Kind.STRING, "Whose."),
-        _out("date", Kind.STRING, "The local date taken off (YYYY-MM-DD)."),
-        _out("note", Kind.STRING, "The clinic's note, e.g. training day.", nullable=True),
-        _out("created_at", Kind.DATETIME, "When it was added."),
-        _out("deleted_at", Kind.DATETIME, "When it was removed (soft delete).", nullable=True),
+        returned("id", Kind.STRING, "Exception id (ax_...)."),
+        returned("clinician_id", Kind.STRING, "Whose."),
+        returned("date", Kind.STRING, "The local date taken off (YYYY-MM-DD)."),
+        returned("note", Kind.STRING, "The clinic's note, e.g. training day.", nullable=True),
+        returned("created_at", Kind.DATETIME, "When it was added."),
+        returned("deleted_at", Kind.DATETIME, "When it was removed (soft delete).", nullable=True),
     ),
     "A date exception: no slot starts on that local date (in each window's time zone).",
 )

@@ -61,9 +61,6 @@ class AvailabilityStore:
     async def window(self, clinician: str, window_id: str) -> Window:
         return _window(await self._get(windows_key(clinician), window_id, "window"))
 
-    async def day_off(self, clinician: str, exception_id: str) -> DayOff:
-        return _day_off(await self._get(days_off_key(clinician), exception_id, "exception"))
-
     async def add_window(self, window: Window) -> None:
         await self._add(windows_key(window.clinician_id), window.id, _pack(window))
 

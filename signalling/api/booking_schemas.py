@@ -9,6 +9,7 @@ from typing import Any
 from admission.policy import MAX_NAME_LENGTH
 from rooms.appointments import Appointment, AppointmentStatus, ContactChannel
 from rooms.slots import Slot
+from signalling.api.appointment_schemas import returned
 from signalling.api.invitations import MAX_ADDRESS_LENGTH
 from signalling.api.schema import Kind, Prop, Schema, format_time
 
@@ -22,35 +23,32 @@ _STATUSES = tuple(s.value for s in AppointmentStatus)
 _CHANNELS = tuple(c.value for c in ContactChannel)
 
 
-def _out(name: str, kind: Kind, description: str, *, nullable: bool = False,
-         enum: tuple[str, ...] | None = None) -> Prop:  # fmt: skip
-    return Prop(name, kind, description, required=True, nullable=nullable, enum=enum)
-
-
 SLOT = Schema(
     "Slot",
     (
-        _out("start_time", Kind.DATETIME, "Start (UTC)."),
-        _out("end_time", Kind.DATETIME, "End (UTC)."),
-        _out("duration_minutes", Kind.INTEGER, "Length in minutes."),
-        _out("date", Kind.STRING, "The local date of the start in the requested time zone."),
-        _out("local_time", Kind.STRING, "The local time of the start there (HH:MM)."),
-        _out("utc_offset", Kind.STRING, "The offset from UTC there at the start (+01:00)."),
+        returned("start_time", Kind.DATETIME, "Start (UTC)."),
+        returned("end_time", Kind.DATETIME, "End (UTC)."),
+        returned("duration_minutes", Kind.INTEGER, "Length in minutes."),
+        returned("date", Kind.STRING, "The local date of the start in the requested time zone."),
+        returned("local_time", Kind.STRING, "The local time of the start there (HH:MM)."),
+        returned("utc_offset", Kind.STRING, "The offset from UTC there at the start (+01:00)."),
     ),
     "A bookable time.",
 )
 
 _BOOKING_PROPS = (
-    _out("id", Kind.STRING, "The appointment id (apt_...)."),
-    _out("clinician_id", Kind.STRING, "Whose calendar."),
-    _out("status", Kind.STRING, "held, then confirmed, expired or cancelled.", enum=_STATUSES),
-    _out("start_time", Kind.DATETIME, "Start (UTC)."),
-    _out("end_time", Kind.DATETIME, "End (UTC)."),
-    _out("duration_minutes", Kind.INTEGER, "Length in minutes."),
-    _out("hold_expires_at", Kind.DATETIME, "While held: when the hold runs out.", nullable=True),
-    _out("video_link", Kind.STRING, "Once confirmed: the patient's join link.", nullable=True),
-    _out("cancellation_reason", Kind.STRING, "Why it was cancelled.", nullable=True),
-    _out(
+    returned("id", Kind.STRING, "The appointment id (apt_...)."),
+    returned("clinician_id", Kind.STRING, "Whose calendar."),
+    returned("status", Kind.STRING, "held, then confirmed, expired or cancelled.", enum=_STATUSES),
+    returned("start_time", Kind.DATETIME, "Start (UTC)."),
+    returned("end_time", Kind.DATETIME, "End (UTC)."),
+    returned("duration_minutes", Kind.INTEGER, "Length in minutes."),
+    returned(
+        "hold_expires_at", Kind.DATETIME, "While held: when the hold runs out.", nullable=True
+    ),
+    returned("video_link", Kind.STRING, "Once confirmed: the patient's join link.", nullable=True),
+    returned("cancellation_reason", Kind.STRING, "Why it was cancelled.", nullable=True),
+    returned(
         "invitation_channel",
         Kind.STRING,
         "How the join link is being sent to the patient (null: it is not).",
@@ -63,7 +61,7 @@ HOLD = Schema(
     "Hold",
     (
         *_BOOKING_PROPS,
-        _out(
+        returned(
             "hold_secret",
             Kind.STRING,
             "Proves the hold is the caller's: confirm and release need it. Keep it in memory "

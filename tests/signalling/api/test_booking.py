@@ -22,10 +22,12 @@ import httpx
 import pytest
 
 from rooms.ids import AppointmentId
+from rooms.roles import Role
 from signalling.calendar import Calendar, Outcome
 from tests.signalling.api.documented import Documented
 from tests.signalling.api.test_invitations import Smtp, smtp  # noqa: F401 -- a fixture
 from tests.signalling.conftest import Node, Serve, eventually
+from tests.support import token
 
 C = "cli_1"
 WEDNESDAY = "2023-11-15"
@@ -58,6 +60,13 @@ class Booking:
     async def confirm(self, held: Any, **fields: Any) -> Any:
         body = {"hold_secret": held["hold_secret"]} | PATIENT | fields
         return await self.public.data("POST", f"/holds/{held['id']}/confirm", json=body)
+
+    async def clinic_books(self, start: str = NINE, end: str = HALF, **fields: Any) -> Any:
+        """An appointment of the clinic's system for the clinician (POST /appointments)."""
+        body = {"title": "From the EHR", "start_time": start, "end_time": end} | fields
+        return await self.api.data("POST", "/appointments", 201, json=body | {
+            "clinician_profile_id": C,
+        })  # fmt: skip
 
     async def appointment(self, appointment: str) -> Any:
         return await self.api.data("GET", f"/appointments/{appointment}")
@@ -154,10 +163,7 @@ async def test_slots_leave_out_booked_times_days_off_and_the_minimum_notice(
     every = await b.slots()
     assert len(every) == 6
     # An appointment of the clinic's system (09:40-10:10) takes two slots.
-    await b.api.data("POST", "/appointments", 201, json={
-        "title": "From the EHR", "start_time": f"{WEDNESDAY}T09:40:00Z",
-        "end_time": f"{WEDNESDAY}T10:10:00Z", "clinician_profile_id": C,
-    })  # fmt: skip
+    await b.clinic_books(f"{WEDNESDAY}T09:40:00Z", f"{WEDNESDAY}T10:10:00Z")
     assert await b.slots() == [every[0], *every[3:]]
     await b.api.data(
         "POST", f"/clinicians/{C}/availability/exceptions", 201, json={"date": WEDNESDAY}
@@ -367,10 +373,7 @@ async def test_an_api_appointment_over_a_hold_stops_its_confirmation(open_bookin
     b = open_booking
     await b.window()
     held = await b.hold()
-    await b.api.data("POST", "/appointments", 201, json={
-        "title": "Urgent", "start_time": f"{WEDNESDAY}T09:15:00Z",
-        "end_time": f"{WEDNESDAY}T09:45:00Z", "clinician_profile_id": C,
-    })  # fmt: skip
+    await b.clinic_books(f"{WEDNESDAY}T09:15:00Z", f"{WEDNESDAY}T09:45:00Z")
     body = {"hold_secret": held["hold_secret"]} | PATIENT
     await b.public.error("POST", f"/holds/{held['id']}/confirm", 409, "SLOT_TAKEN", json=body)
 
@@ -432,9 +435,7 @@ async def test_the_api_cancel_refuses_a_blank_reason_and_a_clinician_must_give_o
     assert NINE in await b.slots()
     assert (await b.activity(booked["id"]))[-1] == ("cancelled", "clinician")
     # The API's own cancel still needs no body (seed 004), and says it was the api.
-    other = await b.api.data("POST", "/appointments", 201, json={
-        "title": "x", "start_time": NINE, "end_time": HALF, "clinician_profile_id": C,
-    })  # fmt: skip
+    other = await b.clinic_books()
     assert NINE not in await b.slots()
     plain = await b.api.data("POST", f"/appointments/{other['id']}/cancel")
     assert (plain["cancelled_by"], plain["cancellation_reason"]) == ("api", None)
@@ -460,9 +461,7 @@ async def test_the_api_cannot_book_or_change_a_hold(open_booking: Booking) -> No
 async def test_moving_an_api_appointment_moves_the_time_it_blocks(open_booking: Booking) -> None:
     b = open_booking
     await b.window()
-    made = await b.api.data("POST", "/appointments", 201, json={
-        "title": "x", "start_time": NINE, "end_time": HALF, "clinician_profile_id": C,
-    })  # fmt: skip
+    made = await b.clinic_books()
     assert NINE not in await b.slots()
     later = {"start_time": f"{WEDNESDAY}T11:00:00Z", "end_time": f"{WEDNESDAY}T11:30:00Z"}
     await b.api.data("PATCH", f"/appointments/{made['id']}", json=later)
@@ -510,3 +509,63 @@ def _iso(seconds: float) -> str:
     text = format_time(seconds)
     assert text is not None
     return text
+
+
+# --- what cannot be booked, confirmed, released or cancelled -------------------------------
+
+
+async def test_holds_outside_the_horizon_and_the_past_are_refused(open_booking: Booking) -> None:
+    b = open_booking
+    await b.window()
+    for start, problem in (("2023-11-01T09:00:00Z", "too_soon"), ("2030-11-13T09:00:00Z",
+                                                                  "too_far")):  # fmt: skip
+        error = await b.public.error(
+            "POST", f"/clinicians/{C}/holds", 409, "SLOT_UNAVAILABLE", json={"start_time": start}
+        )
+        assert error["details"]["problem"] == problem
+    for day in ("2023-11-12", "2030-01-01"):  # before yesterday, after a year
+        error = await b.public.error(
+            "GET", f"/clinicians/{C}/slots?from={day}", 422, "VALIDATION_ERROR"
+        )
+        assert error["details"] == {"field": "from", "problem": "range"}
+
+
+async def test_only_the_booking_pages_own_holds_can_be_confirmed_or_released(
+    open_booking: Booking,
+) -> None:
+    b = open_booking
+    await b.window()
+    body = {"hold_secret": "x"} | PATIENT
+    await b.public.error("POST", "/holds/apt_unknown/confirm", 404, "NOT_FOUND", json=body)
+    made = await b.clinic_books()  # an appointment of the clinic's system: not a hold
+    await b.public.error("POST", f"/holds/{made['id']}/confirm", 404, "NOT_FOUND", json=body)
+    await b.public.error("POST", f"/holds/{made['id']}/release", 404, "NOT_FOUND",
+                         json={"hold_secret": "x"})  # fmt: skip
+    # A confirmed booking is not a hold any more: it is cancelled, not released.
+    held = await b.hold(HALF)
+    await b.confirm(held)
+    error = await b.public.error("POST", f"/holds/{held['id']}/release", 409,
+                                 "INVALID_STATE_TRANSITION",
+                                 json={"hold_secret": held["hold_secret"]})  # fmt: skip
+    assert error["details"] == {"current_status": "confirmed", "attempted_action": "release"}
+
+
+async def test_a_hold_the_clinic_cancelled_cannot_be_confirmed(open_booking: Booking) -> None:
+    b = open_booking
+    await b.window()
+    held = await b.hold()
+    await b.api.data("POST", f"/appointments/{held['id']}/cancel",
+                     json={"cancellation_reason": "Clinic closed"})  # fmt: skip
+    body = {"hold_secret": held["hold_secret"]} | PATIENT
+    # Its span is gone with the cancellation, so the secret proves nothing any more.
+    await b.public.error("POST", f"/holds/{held['id']}/confirm", 404, "NOT_FOUND", json=body)
+    assert (await b.appointment(held["id"]))["attendee_name"] is None
+    assert await b.activity(held["id"]) == [("held", "patient"), ("cancelled", "api")]
+
+
+async def test_a_link_that_names_no_appointment_cancels_nothing(open_booking: Booking) -> None:
+    b = open_booking
+    now = b.node.clock.now
+    for appointment in ("apt_nowhere", None):
+        link = token("rm_x", Role.PATIENT, now=now, subject="p", appointment=appointment)
+        await b.public.error("POST", "/bookings/cancel", 404, "NOT_FOUND", json={"token": link})

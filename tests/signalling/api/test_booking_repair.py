@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,19 +44,24 @@ async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def confirmed_on_the_calendar(b: Booking) -> tuple[Any, Calendar]:
+    """A hold confirmed on the calendar by a node that died before saving the appointment."""
+    await b.window()
+    held = await b.hold()
+    calendar = Calendar(b.node.redis)
+    appointment = AppointmentId(held["id"])
+    now = b.node.clock.now
+    confirmed = await calendar.confirm(C, appointment, secret=held["hold_secret"], now=now)
+    assert confirmed is Outcome.OK
+    return held, calendar
+
+
 async def test_a_confirmation_whose_node_died_is_finished(
     open_booking: Booking,  # noqa: F811
 ) -> None:
     b = open_booking
-    await b.window()
-    held = await b.hold()
-    # The node confirmed on the calendar and died before the appointment was saved.
-    now = b.node.clock.now
-    calendar = Calendar(b.node.redis)
-    appointment = AppointmentId(held["id"])
-    confirmed = await calendar.confirm(C, appointment, secret=held["hold_secret"], now=now)
-    assert confirmed is Outcome.OK
-    await calendar.ticket(C, appointment, due=now + STEP_GRACE)
+    held, calendar = await confirmed_on_the_calendar(b)
+    await calendar.ticket(C, AppointmentId(held["id"]), due=b.node.clock.now + STEP_GRACE)
     b.node.clock.advance(STEP_GRACE)
     done = await b.wait_for(held["id"], status="confirmed")
     assert done["video_link"] is not None
@@ -70,15 +76,9 @@ async def test_a_confirmation_under_way_is_left_alone_for_its_grace(
     open_booking: Booking,  # noqa: F811
 ) -> None:
     b = open_booking
-    await b.window()
-    held = await b.hold()
+    held, calendar = await confirmed_on_the_calendar(b)
     now = b.node.clock.now
-    calendar = Calendar(b.node.redis)
-    appointment = AppointmentId(held["id"])
-    assert await calendar.confirm(C, appointment, secret=held["hold_secret"], now=now) is (
-        Outcome.OK
-    )
-    ticket = await calendar.ticket(C, appointment, due=now)
+    ticket = await calendar.ticket(C, AppointmentId(held["id"]), due=now)
     # Due, but within the grace of the confirmation: the sweeper puts it off, untouched.
 
     async def put_off() -> bool:
@@ -118,9 +118,7 @@ async def test_a_cancellation_whose_node_died_frees_the_time(
 ) -> None:
     b = open_booking
     await b.window()
-    made = await b.api.data("POST", "/appointments", 201, json={
-        "title": "x", "start_time": NINE, "end_time": HALF, "clinician_profile_id": C,
-    })  # fmt: skip
+    made = await b.clinic_books()
     assert NINE not in await b.slots()
     # The node saved the cancellation and died before freeing the calendar.
     store = AppointmentStore(offline_context(b.node.redis, tmp_path, b.node.clock))
@@ -207,3 +205,26 @@ async def test_a_ticket_that_fails_is_logged_and_the_others_are_still_repaired(
     b.node.clock.advance(LEASE)
     claimed = await calendar.claim(bucket_of(C), b.node.clock.now, LEASE, 10)
     assert claimed == [broken]
+
+
+async def test_an_appointment_moved_away_by_a_node_that_died_leaves_the_old_calendar(
+    open_booking: Booking,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    b = open_booking
+    await b.window()
+    made = await b.clinic_books()
+    assert NINE not in await b.slots()
+    # The node saved the new clinician and died before the old calendar let go.
+    store = AppointmentStore(offline_context(b.node.redis, tmp_path, b.node.clock))
+
+    async def move(stored: Stored) -> Stored:
+        return Stored(stored.appointment.update({"clinician_profile_id": "cli_2"}, 0.0))
+
+    await Calendar(b.node.redis).ticket(C, AppointmentId(made["id"]), due=b.node.clock.now)
+    await store.change(made["id"], move)
+
+    async def free() -> bool:
+        return NINE in await b.slots()
+
+    await until(free, "the old calendar to let the time go")
