@@ -3,7 +3,7 @@ events, and the repair tickets that finish a half-done step.
 
 Every key of one clinician's calendar carries the hash tag ``{cal:<clinician>}``, and each
 script below touches the keys of that one calendar only, so the same code runs on Redis
-Cluster with calendars spread over shards:
+Cluster with calendars spread over shards (tests/signalling/test_calendar_cluster.py):
 
 - ``vst:{cal:<c>}:busy``: sorted set, appointment id by the end of the time it blocks.
 - ``vst:{cal:<c>}:spans``: hash, appointment id -> its span (`rooms.booking.Span`) as text,
