@@ -10,7 +10,11 @@ new `Appointment` or raises, and a raise has changed nothing.
 
 Statuses: a booking starts *active* (pending_approval, pending, confirmed or scheduled) and
 ends in one of cancelled, completed or no_show, after which its status never changes again.
-Cancelling, completing and marking a no-show are actions; `update` never touches the status.
+A self-booking (seed 001) starts *held* instead: the patient has picked a slot and has a few
+minutes to confirm it (`hold`); it is then confirmed, or it expires (``expired``), or it is
+cancelled (the patient gives it up). A held appointment cannot be completed, marked a
+no-show or updated, since its slot is only lent. Cancelling, completing, marking a no-show,
+confirming and expiring are actions; `update` never touches the status.
 A no-show may only be recorded once the join window is over (seed 001), because until then
 the patient may still come. What the room saw (`rooms.projection.Outcome`) is applied with
 `apply_outcome`, which leaves an appointment that is no longer active as it is.
@@ -22,7 +26,7 @@ import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from rooms.ids import AppointmentId, RoomId
 from rooms.projection import Outcome
@@ -38,11 +42,18 @@ class AppointmentStatus(enum.Enum):
     CANCELLED = "cancelled"
     COMPLETED = "completed"
     NO_SHOW = "no_show"  # the patient did not attend
+    HELD = "held"  # a self-booked slot, held while the patient confirms
+    EXPIRED = "expired"  # a hold that was not confirmed in time
 
     @property
     def active(self) -> bool:
         """Whether the appointment may still take place (and change status)."""
         return self in ACTIVE
+
+    @property
+    def final(self) -> bool:
+        """Whether the status can never change again."""
+        return self in FINAL
 
 
 ACTIVE: frozenset[AppointmentStatus] = frozenset(
@@ -55,6 +66,18 @@ ACTIVE: frozenset[AppointmentStatus] = frozenset(
 )
 
 
+FINAL: frozenset[AppointmentStatus] = frozenset(
+    {
+        AppointmentStatus.CANCELLED,
+        AppointmentStatus.COMPLETED,
+        AppointmentStatus.NO_SHOW,
+        AppointmentStatus.EXPIRED,
+    }
+)
+# What may be cancelled: an active appointment, or a hold (the patient gives it up).
+CANCELLABLE = ACTIVE | {AppointmentStatus.HELD}
+
+
 class Action(enum.Enum):
     """What a caller attempted, as named in an InvalidTransition."""
 
@@ -62,6 +85,25 @@ class Action(enum.Enum):
     COMPLETE = "complete"
     NO_SHOW = "no_show"
     RESCHEDULE = "reschedule"
+    UPDATE = "update"
+    CONFIRM = "confirm"
+    EXPIRE = "expire"
+
+
+class BookingSource(enum.Enum):
+    """How the appointment was booked."""
+
+    API = "api"  # by the clinic's system, POST /appointments
+    BOOKING_PAGE = "booking_page"  # by the patient, on the hosted booking page
+
+
+class Actor(enum.Enum):
+    """Who acted on a booking: named in its events and on a cancellation, never a person."""
+
+    PATIENT = "patient"  # from the booking page or their own join link
+    CLINICIAN = "clinician"  # from the console
+    API = "api"  # the clinic's system, with an API key
+    SYSTEM = "system"  # the server itself (a hold ran out)
 
 
 class RemoteChannel(enum.Enum):
@@ -138,10 +180,12 @@ class Appointment:
     preferred_channel: ContactChannel | None = None
     attendance_status: Attendance | None = None
     cancellation_reason: str | None = None
-    booking_source: str = "api"
+    cancelled_by: Actor | None = None
+    booking_source: BookingSource = BookingSource.API
     episode_id: str | None = None
     room_id: RoomId | None = None
     capacity: int = 1
+    hold_expires_at: float | None = None  # while held: when the hold runs out
 
     @property
     def duration_minutes(self) -> int:
@@ -158,16 +202,59 @@ class Appointment:
 
     # -- actions --------------------------------------------------------------------------
 
-    def cancel(self, reason: str | None, now: float) -> Appointment:
-        """Cancel; the join links go (the caller must revoke them), the room stays, so its
-        activity can still be read."""
-        self._expect_active(Action.CANCEL)
+    def cancel(self, reason: str | None, now: float, by: Actor = Actor.API) -> Appointment:
+        """Cancel (an active appointment, or a hold); the join links go (the caller must
+        revoke them), the room stays, so its activity can still be read. A reason may be
+        left out, except by the clinician (seed 001), but never be blank."""
+        if self.status not in CANCELLABLE:
+            self._refuse(Action.CANCEL)
+        if reason is not None and not reason.strip():
+            raise InvalidAppointment(
+                "cancellation_reason must not be blank: leave it out instead",
+                field="cancellation_reason",
+                problem="blank",
+            )
+        if reason is None and by is Actor.CLINICIAN:
+            raise InvalidAppointment(
+                "a clinician must give a cancellation_reason",
+                field="cancellation_reason",
+                problem="required",
+            )
         return replace(
             self,
             status=AppointmentStatus.CANCELLED,
             cancellation_reason=reason,
+            cancelled_by=by,
             video_link=None,
             meeting_url=None,
+            hold_expires_at=None,
+            updated_at=now,
+        )
+
+    def confirm(self, now: float) -> Appointment:
+        """The held slot, confirmed by the patient (the caller has checked the hold)."""
+        if self.status is not AppointmentStatus.HELD:
+            self._refuse(Action.CONFIRM)
+        return replace(
+            self, status=AppointmentStatus.CONFIRMED, hold_expires_at=None, updated_at=now
+        )
+
+    def attend(self, name: str, email: str, now: float) -> Appointment:
+        """The held slot with the patient's name and e-mail, as they confirm it."""
+        if self.status is not AppointmentStatus.HELD:
+            self._refuse(Action.CONFIRM)
+        return replace(self, attendee_name=name, attendee_email=email, updated_at=now)
+
+    def expire(self, now: float) -> Appointment:
+        """The hold ran out unconfirmed: the slot is free again, and what the patient had
+        typed (name, e-mail) is not kept."""
+        if self.status is not AppointmentStatus.HELD:
+            self._refuse(Action.EXPIRE)
+        return replace(
+            self,
+            status=AppointmentStatus.EXPIRED,
+            attendee_name=None,
+            attendee_email=None,
             updated_at=now,
         )
 
@@ -201,7 +288,10 @@ class Appointment:
         """The appointment with ``changes`` (names of `UPDATABLE` fields) applied.
 
         Setting ``is_remote`` to false without naming ``remote_channel`` clears the channel.
-        The times of an appointment that is no longer active cannot move."""
+        The times of an appointment that is no longer active cannot move; a held one cannot
+        change at all (its slot is only lent until it is confirmed)."""
+        if self.status is AppointmentStatus.HELD:
+            self._refuse(Action.UPDATE)
         for name in sorted(changes):
             if name == "status":
                 raise InvalidAppointment(
@@ -257,11 +347,14 @@ class Appointment:
 
     def _expect_active(self, action: Action) -> None:
         if not self.active:
-            raise InvalidTransition(
-                f"cannot {action.value} appointment {self.id} with status {self.status.value}",
-                current_status=self.status.value,
-                attempted_action=action.value,
-            )
+            self._refuse(action)
+
+    def _refuse(self, action: Action) -> NoReturn:
+        raise InvalidTransition(
+            f"cannot {action.value} appointment {self.id} with status {self.status.value}",
+            current_status=self.status.value,
+            attempted_action=action.value,
+        )
 
     def _completed(self, now: float) -> Appointment:
         return replace(
@@ -312,7 +405,7 @@ def book(
     end_time: float,
     now: float,
     status: AppointmentStatus = AppointmentStatus.PENDING,
-    booking_source: str = "api",
+    booking_source: BookingSource = BookingSource.API,
     **optional: Any,
 ) -> Appointment:
     """A new appointment; ``optional`` names fields of `OPTIONAL`. Raise InvalidAppointment
@@ -337,6 +430,35 @@ def book(
     )
     _check(appointment)
     return appointment
+
+
+def hold(
+    appointment_id: AppointmentId,
+    *,
+    clinician_id: str,
+    start_time: float,
+    end_time: float,
+    expires_at: float,
+    now: float,
+    title: str = "Video consultation",
+    appointment_type_id: str | None = None,
+) -> Appointment:
+    """A self-booked slot, held for the patient until ``expires_at``: a video appointment
+    with the clinician, booked on the booking page, with no patient data yet (the patient
+    gives a name and e-mail when confirming)."""
+    held = Appointment(
+        appointment_id, title, start_time, end_time, created_at=now, updated_at=now,
+        status=AppointmentStatus.HELD, clinician_profile_id=clinician_id,
+        appointment_type_id=appointment_type_id, is_remote=True,
+        remote_channel=RemoteChannel.VIDEO, booking_source=BookingSource.BOOKING_PAGE,
+        hold_expires_at=expires_at,
+    )  # fmt: skip
+    _check(held)
+    if not expires_at > now:
+        raise InvalidAppointment(
+            "a hold must expire after it is made", field="hold_expires_at", problem="range"
+        )
+    return held
 
 
 def _check(a: Appointment) -> None:

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from signalling.api.app import build_api
 from signalling.api.appointment_store import outcome_hook
+from signalling.api.booking_repair import repairs
 from signalling.api.context import ApiContext
 from signalling.api.envelope import unrouted
 from signalling.api.invitations import delivery_worker
@@ -148,6 +149,7 @@ def create_app(
     supervisor.every("reaper", settings.heartbeat_every, judge_others, required=False)
     supervisor.every("sweep", settings.sweep_interval, _sweep(hub, settings), required=False)
     supervisor.run("delivery", lambda health: delivery_worker(ctx, node_id).run(), required=False)
+    supervisor.every("booking sweep", settings.hold_sweep, repairs(ctx).sweep, required=False)
     supervisor.every("redis watch", 1.0, watch_redis, required=False)
 
     @contextlib.asynccontextmanager
@@ -185,9 +187,13 @@ def create_app(
             # The clinician's console, opened from the clinician's link (token in the fragment).
             return FileResponse(console_page)
 
+        async def book(request: Request) -> Response:  # a clinician's booking page
+            return FileResponse(web / "book.html")
+
         routes += [
             Route("/join/{room}", join),
             Route("/console/{room}", console),
+            Route("/book/{clinician}", book),
             Mount("/", StaticFiles(directory=web, html=True)),
         ]
     unrouted_api = unrouted(api.keys)

@@ -89,6 +89,11 @@ class Settings:
     delivery_timeout: float = 15.0  # one attempt: connect, send, answer
     delivery_claim_idle: float = 60.0  # a dead node's unfinished deliveries move after this
     delivery_poll: float = 1.0  # how often due retries are looked for
+    # Self-booking (signalling.api.booking, signalling.calendar).
+    hold_seconds: float = 900.0  # how long a patient's hold on a slot lasts unconfirmed
+    booking_notice: float = 3600.0  # the soonest a slot may start, seconds from now
+    slot_minutes: int = 30  # slot length of windows that name none
+    hold_sweep: float = 5.0  # how often a node expires holds and repairs half-done steps
 
     @property
     def participant_key(self) -> bytes:
@@ -178,6 +183,10 @@ class Settings:
             delivery_timeout=_float(env, "VESTIBULE_DELIVERY_TIMEOUT", 15.0),
             delivery_claim_idle=_float(env, "VESTIBULE_DELIVERY_CLAIM_IDLE", 60.0),
             delivery_poll=_float(env, "VESTIBULE_DELIVERY_POLL", 1.0),
+            hold_seconds=_float(env, "VESTIBULE_HOLD_SECONDS", 900.0),
+            booking_notice=_float(env, "VESTIBULE_BOOKING_NOTICE", 3600.0),
+            slot_minutes=_int(env, "VESTIBULE_SLOT_MINUTES", 30),
+            hold_sweep=_float(env, "VESTIBULE_HOLD_SWEEP", 5.0),
         )
         settings = replace(settings, **overrides)  # type: ignore[arg-type]
         if settings.turn_urls and not settings.turn_secret:
@@ -207,7 +216,18 @@ class Settings:
                 f"({settings.limits.heartbeat_interval:g} s)"
             )
         _check_delivery(settings)
+        _check_booking(settings)
         return settings
+
+
+def _check_booking(settings: Settings) -> None:
+    """Refuse self-booking settings that cannot work."""
+    if settings.hold_seconds <= 0:
+        raise ConfigError("VESTIBULE_HOLD_SECONDS must be more than 0")
+    if settings.hold_sweep <= 0:
+        raise ConfigError("VESTIBULE_HOLD_SWEEP must be more than 0")
+    if not 5 <= settings.slot_minutes <= 480:
+        raise ConfigError("VESTIBULE_SLOT_MINUTES must be from 5 to 480")
 
 
 def _check_delivery(settings: Settings) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signalling.api import appointments
+from signalling.api import appointments, availability, booking
 from signalling.api import invitations as invitations_api
 from signalling.api import rooms as rooms_api
 from signalling.api.context import ApiContext
@@ -14,7 +14,9 @@ def build_api(ctx: ApiContext) -> Api:
     """Every operation of ``/api/v1``; `Api.routes` mounts them, `Api.openapi` describes
     them."""
     api = Api(ApiKeys(ctx.redis))
-    appointments.register(api, ctx)
+    handlers = appointments.register(api, ctx)
     rooms_api.register(api, ctx)
     invitations_api.register(api, ctx)
+    availability.register(api, ctx)
+    booking.register(api, ctx, handlers)
     return api

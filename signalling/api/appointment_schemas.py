@@ -1,22 +1,27 @@
 """The schemas of ``/appointments``: they validate its requests and describe its responses
-in the OpenAPI document (`signalling.api.appointments` returns exactly these fields)."""
+in the OpenAPI document (`to_json` gives exactly the fields of `APPOINTMENT`)."""
 
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from rooms.appointments import (
     ACTIVE,
     VIDEO_PROVIDER,
+    Actor,
+    Appointment,
     AppointmentStatus,
     Attendance,
+    BookingSource,
     ContactChannel,
     RemoteChannel,
 )
+from rooms.booking import BookingEventKind
 from rooms.events import EventKind
 from rooms.roles import Role
 from rooms.status import CallStatus
-from signalling.api.schema import Kind, Prop, Schema
+from signalling.api.schema import Kind, Prop, Schema, format_time
 
 MAX_ID = 200
 MAX_CAPACITY = 50
@@ -106,9 +111,16 @@ CANCEL = Schema(
         Prop(
             "cancellation_reason",
             Kind.STRING,
-            "Why it is cancelled.",
+            "Why it is cancelled: leave it out, or give text (a blank one is refused).",
             nullable=True,
             max_length=1000,
+        ),
+        Prop(
+            "cancelled_by",
+            Kind.STRING,
+            "Who cancels: api (the default) or clinician (from the console; a reason is "
+            "then required).",
+            enum=(Actor.API.value, Actor.CLINICIAN.value),
         ),
     ),
     "Optional body of a cancellation.",
@@ -116,7 +128,7 @@ CANCEL = Schema(
 ACTION = Schema("AppointmentAction", (), "An action takes no fields: send {} or nothing.")
 
 
-def _out(
+def returned(
     name: str,
     kind: Kind,
     description: str,
@@ -129,7 +141,7 @@ def _out(
 
 
 def _text(name: str, description: str, *, nullable: bool = True) -> Prop:
-    return _out(name, Kind.STRING, description, nullable=nullable)
+    return returned(name, Kind.STRING, description, nullable=nullable)
 
 
 APPOINTMENT = Schema(
@@ -140,14 +152,14 @@ APPOINTMENT = Schema(
         _text("clinician_profile_id", "Clinician id."),
         _text("title", "Title.", nullable=False),
         _text("description", "Free text."),
-        _out("start_time", Kind.DATETIME, "Start (UTC)."),
-        _out("end_time", Kind.DATETIME, "End (UTC)."),
-        _out("duration_minutes", Kind.INTEGER, "Length in minutes."),
-        _out("status", Kind.STRING, "Status; changed only by the actions.", enum=STATUSES),
+        returned("start_time", Kind.DATETIME, "Start (UTC)."),
+        returned("end_time", Kind.DATETIME, "End (UTC)."),
+        returned("duration_minutes", Kind.INTEGER, "Length in minutes."),
+        returned("status", Kind.STRING, "Status; changed only by the actions.", enum=STATUSES),
         _text("appointment_type_id", "Appointment type id."),
         _text("location_id", "Location id."),
-        _out("is_remote", Kind.BOOLEAN, "Whether the appointment is virtual."),
-        _out(
+        returned("is_remote", Kind.BOOLEAN, "Whether the appointment is virtual."),
+        returned(
             "remote_channel",
             Kind.STRING,
             "video or phone, for a remote appointment.",
@@ -155,7 +167,7 @@ APPOINTMENT = Schema(
             enum=_values(RemoteChannel),
         ),
         _text("video_link", "The patient's personal join link (video appointments)."),
-        _out(
+        returned(
             "video_provider",
             Kind.STRING,
             "Who hosts the video room.",
@@ -166,14 +178,14 @@ APPOINTMENT = Schema(
         _text("attendee_email", "Attendee's email."),
         _text("attendee_name", "Attendee's name."),
         _text("attendee_phone", "Attendee's phone number."),
-        _out(
+        returned(
             "preferred_channel",
             Kind.STRING,
             "How the patient prefers to get the link.",
             nullable=True,
             enum=_values(ContactChannel),
         ),
-        _out(
+        returned(
             "attendance_status",
             Kind.STRING,
             "attended once completed, no_show once marked so.",
@@ -181,19 +193,39 @@ APPOINTMENT = Schema(
             enum=_values(Attendance),
         ),
         _text("cancellation_reason", "Why it was cancelled."),
-        _text("booking_source", "Where the booking came from (api).", nullable=False),
+        returned(
+            "cancelled_by",
+            Kind.STRING,
+            "Who cancelled it: the patient (their link or the booking page), the clinician "
+            "(the console), the api, or the system.",
+            nullable=True,
+            enum=_values(Actor),
+        ),
+        returned(
+            "booking_source",
+            Kind.STRING,
+            "How it was booked: api (POST /appointments) or booking_page (the patient, on "
+            "the hosted booking page).",
+            enum=_values(BookingSource),
+        ),
         _text("episode_id", "Episode id."),
-        _out("capacity", Kind.INTEGER, "Booked capacity of the call."),
+        returned("capacity", Kind.INTEGER, "Booked capacity of the call."),
         _text("room_id", "The video room (the clinician's persistent room)."),
-        _out(
+        returned(
+            "hold_expires_at",
+            Kind.DATETIME,
+            "While held: when the hold runs out unless the patient confirms it.",
+            nullable=True,
+        ),
+        returned(
             "call_status",
             Kind.STRING,
             "The room's call status for this appointment (video appointments).",
             nullable=True,
             enum=_values(CallStatus),
         ),
-        _out("created_at", Kind.DATETIME, "When it was booked."),
-        _out("updated_at", Kind.DATETIME, "When it last changed."),
+        returned("created_at", Kind.DATETIME, "When it was booked."),
+        returned("updated_at", Kind.DATETIME, "When it last changed."),
     ),
     "An appointment (seed 004's object, with its room and booked capacity).",
 )
@@ -201,13 +233,27 @@ APPOINTMENT = Schema(
 ACTIVITY = Schema(
     "RoomActivityEvent",
     (
-        _out("kind", Kind.STRING, "What happened.", enum=_values(EventKind)),
-        _out("at", Kind.DATETIME, "When (UTC)."),
+        returned(
+            "kind",
+            Kind.STRING,
+            "What happened: in the room, or to the booking (held, confirmed, expired, cancelled).",
+            enum=_values(EventKind) + _values(BookingEventKind),
+        ),
+        returned("at", Kind.DATETIME, "When (UTC)."),
         _text("participant_id", "Whom it concerns (an opaque id, never a name)."),
-        _out("role", Kind.STRING, "The participant's role.", nullable=True, enum=_values(Role)),
+        returned("role", Kind.STRING, "The participant's role.", nullable=True, enum=_values(Role)),
         _text("actor_id", "Who did it; null when the server did (a grace period ran out)."),
+        returned(
+            "actor",
+            Kind.STRING,
+            "Who acted on the booking (patient, clinician, api, system); null for the "
+            "room's events.",
+            nullable=True,
+            enum=_values(Actor),
+        ),
     ),
-    "One event of the appointment's room: in its join window, or in one of its calls.",
+    "One event of the appointment: of its room (in its join window, or in one of its "
+    "calls), or of its booking.",
 )
 
 LIST_QUERY = (
@@ -230,3 +276,44 @@ LIST_QUERY = (
     Prop("appointment_type_id", Kind.STRING, "Only this appointment type.", max_length=MAX_ID),
     Prop("location_id", Kind.STRING, "Only this location.", max_length=MAX_ID),
 )
+
+
+def to_json(a: Appointment, call_status: CallStatus | None) -> dict[str, Any]:
+    """The appointment object of seed 004, with our fields; times in ISO 8601 UTC."""
+    return {
+        "id": a.id,
+        "patient_id": a.patient_id,
+        "clinician_profile_id": a.clinician_profile_id,
+        "title": a.title,
+        "description": a.description,
+        "start_time": format_time(a.start_time),
+        "end_time": format_time(a.end_time),
+        "duration_minutes": a.duration_minutes,
+        "status": a.status.value,
+        "appointment_type_id": a.appointment_type_id,
+        "location_id": a.location_id,
+        "is_remote": a.is_remote,
+        "remote_channel": _value(a.remote_channel),
+        "video_link": a.video_link,
+        "video_provider": a.video_provider,
+        "meeting_url": a.meeting_url,
+        "attendee_email": a.attendee_email,
+        "attendee_name": a.attendee_name,
+        "attendee_phone": a.attendee_phone,
+        "preferred_channel": _value(a.preferred_channel),
+        "attendance_status": _value(a.attendance_status),
+        "cancellation_reason": a.cancellation_reason,
+        "cancelled_by": _value(a.cancelled_by),
+        "booking_source": a.booking_source.value,
+        "episode_id": a.episode_id,
+        "capacity": a.capacity,
+        "room_id": a.room_id,
+        "hold_expires_at": format_time(a.hold_expires_at),
+        "call_status": _value(call_status),
+        "created_at": format_time(a.created_at),
+        "updated_at": format_time(a.updated_at),
+    }
+
+
+def _value(member: Any) -> Any:
+    return None if member is None else member.value

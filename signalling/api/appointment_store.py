@@ -28,9 +28,11 @@ from typing import Any
 import msgpack
 
 from rooms.appointments import (
+    Actor,
     Appointment,
     AppointmentStatus,
     Attendance,
+    BookingSource,
     ContactChannel,
     RemoteChannel,
 )
@@ -58,6 +60,8 @@ _ENUMS: dict[str, Any] = {
     "remote_channel": RemoteChannel,
     "preferred_channel": ContactChannel,
     "attendance_status": Attendance,
+    "booking_source": BookingSource,
+    "cancelled_by": Actor,
 }
 _NAMES = tuple(f.name for f in fields(Appointment))
 

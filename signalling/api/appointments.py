@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from admission.window import JoinWindow
 from rooms.appointments import (
+    Actor,
     Appointment,
     AppointmentError,
     AppointmentStatus,
@@ -40,6 +41,7 @@ from rooms.roles import Role
 from rooms.status import CallStatus
 from signalling.api import appointment_schemas as schemas
 from signalling.api.appointment_store import AppointmentStore, Filters, Stored
+from signalling.api.calendar_follow import CalendarFollow, merged
 from signalling.api.context import ApiContext
 from signalling.api.envelope import Call, paged
 from signalling.api.errors import (
@@ -50,6 +52,7 @@ from signalling.api.idempotency import HEADER_PROP, Idempotency
 from signalling.api.links import DEFAULT_LINK_LIFETIME, LinkKind, Links, RoomKind
 from signalling.api.registry import Api, Operation
 from signalling.api.schema import format_time, query
+from signalling.calendar import Calendar
 from signalling.eventlog import EventLog
 from signalling.projector import WINDOWS, read_projection, window_member
 
@@ -60,8 +63,8 @@ LINKED = ("start_time", "end_time", "patient_id", "attendee_name", "capacity")
 ACTIONS = "POST /appointments/{id}/cancel, /complete or /no_show"
 
 
-def register(api: Api, ctx: ApiContext) -> None:
-    """Add the appointment operations to ``api``."""
+def register(api: Api, ctx: ApiContext) -> Appointments:
+    """Add the appointment operations to ``api``; the handlers (booking uses them too)."""
     h = Appointments(ctx)
     base, one = "/appointments", "/appointments/{id}"
     add = api.add
@@ -91,6 +94,7 @@ def register(api: Api, ctx: ApiContext) -> None:
     add(Operation("GET", one + "/activity", h.activity,
                   "The appointment's room activity, oldest first", "getAppointmentActivity",
                   response=schemas.ACTIVITY, many=True, errors=(401, 404, 503)))  # fmt: skip
+    return h
 
 
 class Appointments:
@@ -101,6 +105,7 @@ class Appointments:
         self.store = AppointmentStore(ctx)
         self.links = Links(ctx)
         self.idempotency = Idempotency(ctx.redis)
+        self.calendars = CalendarFollow(Calendar(ctx.redis), ctx.clock)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -136,12 +141,15 @@ class Appointments:
         return call.ok((await self.present([appointment]))[0])
 
     async def activity(self, call: Call) -> Response:
+        """The room's events of the appointment (`activity`) and its booking events (held,
+        confirmed, expired, cancelled), in one timeline."""
         appointment = await self.store.get(call.path_id("id", "appointment"))
+        booking = await self.calendars.activity(appointment)
         if appointment.room_id is None:
-            return call.ok([], room_id=None)
+            return call.ok(booking, room_id=None)
         events = await EventLog(self.ctx.redis).read(appointment.room_id)
         timeline = activity([e for _, e in events], appointment.id)
-        return call.ok(timeline, room_id=appointment.room_id)
+        return call.ok(merged(timeline, booking), room_id=appointment.room_id)
 
     async def present(self, appointments: list[Appointment]) -> list[dict[str, Any]]:
         """The appointments as the API returns them, each with its call status."""
@@ -154,7 +162,7 @@ class Appointments:
                     projections[a.room_id] = await read_projection(self.ctx.redis, a.room_id)
                 projection = projections[a.room_id]
                 status = CallStatus.READY if projection is None else projection.status(a.id)
-            out.append(to_json(a, status))
+            out.append(schemas.to_json(a, status))
         return out
 
     # -- booking and changes --------------------------------------------------------------
@@ -178,8 +186,12 @@ class Appointments:
         async def act() -> Response:
             stored = Stored(appointment)
             if appointment.is_video:
-                stored = await self._link(appointment, None, now)
-            await self.store.create(stored)
+                stored = await self.link(appointment, None, now)
+            async with self.calendars.changing(
+                appointment.id, appointment.clinician_profile_id
+            ) as change:
+                await self.store.create(stored)
+                change.saved(None, stored.appointment)
             log.info("appointment %s booked by key %s", appointment.id, call.key_id)
             return call.ok((await self.present([stored.appointment]))[0], status=201)
 
@@ -206,23 +218,35 @@ class Appointments:
                 raise _api_error(exc) from None
             return await self._relink(stored, updated, now)
 
-        before, after = await self.store.change(call.path_id("id", "appointment"), decide)
+        appointment_id = call.path_id("id", "appointment")
+        current = await self.store.get(appointment_id)
+        clinician = changes.get("clinician_profile_id", current.clinician_profile_id)
+        async with self.calendars.changing(
+            current.id, current.clinician_profile_id, clinician
+        ) as change:
+            before, after = await self.store.change(appointment_id, decide)
+            change.saved(before.appointment, after.appointment)
         await self._retire(before, after)
         return call.ok((await self.present([after.appointment]))[0])
 
     async def cancel(self, call: Call) -> Response:
         fields = schemas.CANCEL.validate(await call.json())
         reason = fields.get("cancellation_reason")
+        by = Actor(fields.get("cancelled_by", Actor.API.value))
 
         async def decide(stored: Stored, now: float) -> Stored:
-            cancelled = stored.appointment.cancel(reason, now)
-            # Revoked before the cancellation is saved: a failure in between leaves an
-            # appointment that can be cancelled again, never a cancelled one whose links
-            # still open the room.
-            await self._revoke(stored)
-            return Stored(cancelled)
+            return await self.cancelled(stored, reason, now, by)
 
         return await self._act(call, "cancelled", decide)
+
+    async def cancelled(self, stored: Stored, reason: str | None, now: float, by: Actor) -> Stored:
+        """The appointment cancelled by ``by``, its links revoked (`apply` saves it)."""
+        cancelled = stored.appointment.cancel(reason, now, by)
+        # Revoked before the cancellation is saved: a failure in between leaves an
+        # appointment that can be cancelled again, never a cancelled one whose links
+        # still open the room.
+        await self._revoke(stored)
+        return Stored(cancelled)
 
     async def complete(self, call: Call) -> Response:
         schemas.ACTION.validate(await call.json())
@@ -245,19 +269,8 @@ class Appointments:
         self, call: Call, action: str, decide: Callable[[Stored, float], Awaitable[Stored]]
     ) -> Response:
         now = self.ctx.clock()
-
-        async def attempt(stored: Stored) -> Stored:
-            try:
-                return await decide(stored, now)
-            except AppointmentError as exc:
-                raise _api_error(exc) from None
-
         appointment_id = call.path_id("id", "appointment")
-        # What the room has settled comes first: once a call has taken place, the
-        # appointment cannot be marked a no-show, whatever is asked now.
-        await self.store.get(appointment_id)
-        before, after = await self.store.change(appointment_id, attempt)
-        await self._retire(before, after)
+        after = await self.apply(appointment_id, decide, now)
         log.info("appointment %s %s by key %s", appointment_id, action, call.key_id)
         return call.ok(
             (await self.present([after.appointment]))[0],
@@ -265,6 +278,30 @@ class Appointments:
             performed_at=format_time(now),
             performed_by=call.key_id,
         )
+
+    async def apply(
+        self,
+        appointment_id: str,
+        decide: Callable[[Stored, float], Awaitable[Stored]],
+        now: float,
+    ) -> Stored:
+        """Change an appointment's status with ``decide`` (its AppointmentError becomes the
+        API's), then retire what the change replaced; the calendar follows."""
+
+        async def attempt(stored: Stored) -> Stored:
+            try:
+                return await decide(stored, now)
+            except AppointmentError as exc:
+                raise _api_error(exc) from None
+
+        # What the room has settled comes first: once a call has taken place, the
+        # appointment cannot be marked a no-show, whatever is asked now.
+        current = await self.store.get(appointment_id)
+        async with self.calendars.changing(current.id, current.clinician_profile_id) as change:
+            before, after = await self.store.change(appointment_id, attempt)
+            change.saved(before.appointment, after.appointment)
+        await self._retire(before, after)
+        return after
 
     # -- the room and its links -----------------------------------------------------------
 
@@ -277,7 +314,7 @@ class Appointments:
             closes_after=settings.window_closes_after,
         )
 
-    async def _link(self, a: Appointment, room: RoomId | None, now: float) -> Stored:
+    async def link(self, a: Appointment, room: RoomId | None, now: float) -> Stored:
         """The appointment with a room (``room``, or the clinician's, or a new ad-hoc one),
         fresh join links, and its join window registered with the projector."""
         if room is None and a.clinician_profile_id is not None:
@@ -321,11 +358,11 @@ class Appointments:
                 return replace(stored, appointment=updated)
             return Stored(updated.without_video(now))
         if not before.is_video:
-            return await self._link(updated, None, now)
+            return await self.link(updated, None, now)
         moved = before.clinician_profile_id != updated.clinician_profile_id
         if not moved and all(getattr(before, f) == getattr(updated, f) for f in LINKED):
             return replace(stored, appointment=updated)
-        return await self._link(updated, None if moved else before.room_id, now)
+        return await self.link(updated, None if moved else before.room_id, now)
 
     async def _revoke(self, stored: Stored, keep: Stored | None = None) -> None:
         kept = () if keep is None else (keep.patient_link, keep.clinician_link)
@@ -346,41 +383,6 @@ class Appointments:
 
 
 # -- presenting ----------------------------------------------------------------------------
-
-
-def to_json(a: Appointment, call_status: CallStatus | None) -> dict[str, Any]:
-    """The appointment object of seed 004, with our fields; times in ISO 8601 UTC."""
-    return {
-        "id": a.id,
-        "patient_id": a.patient_id,
-        "clinician_profile_id": a.clinician_profile_id,
-        "title": a.title,
-        "description": a.description,
-        "start_time": format_time(a.start_time),
-        "end_time": format_time(a.end_time),
-        "duration_minutes": a.duration_minutes,
-        "status": a.status.value,
-        "appointment_type_id": a.appointment_type_id,
-        "location_id": a.location_id,
-        "is_remote": a.is_remote,
-        "remote_channel": _value(a.remote_channel),
-        "video_link": a.video_link,
-        "video_provider": a.video_provider,
-        "meeting_url": a.meeting_url,
-        "attendee_email": a.attendee_email,
-        "attendee_name": a.attendee_name,
-        "attendee_phone": a.attendee_phone,
-        "preferred_channel": _value(a.preferred_channel),
-        "attendance_status": _value(a.attendance_status),
-        "cancellation_reason": a.cancellation_reason,
-        "booking_source": a.booking_source,
-        "episode_id": a.episode_id,
-        "capacity": a.capacity,
-        "room_id": a.room_id,
-        "call_status": _value(call_status),
-        "created_at": format_time(a.created_at),
-        "updated_at": format_time(a.updated_at),
-    }
 
 
 # What an appointment's activity shows (seed 000's Room Activity): arrivals and

@@ -40,6 +40,7 @@ class Operation:
     status: int = 200
     errors: tuple[int, ...] = (401, 422, 503)
     headers: tuple[Prop, ...] = ()
+    public: bool = False  # no API key: the booking page's, used by patients
 
 
 @dataclass(slots=True)
@@ -65,7 +66,8 @@ class Api:
     def routes(self) -> list[Route]:
         by_path: dict[str, dict[str, Callable[[Request], Any]]] = {}
         for op in self.operations:
-            by_path.setdefault(op.path, {})[op.method] = endpoint(self.keys, op.handler)
+            keys = None if op.public else self.keys
+            by_path.setdefault(op.path, {})[op.method] = endpoint(keys, op.handler)
         routes = [
             Route(path, _dispatch(methods), methods=list(methods))
             for path, methods in by_path.items()
@@ -183,6 +185,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         }
     }
     errors = set(op.errors) | ({404} if _path_params(op.path) else set())
+    if op.public:
+        errors.discard(401)
     for status in sorted(errors):
         responses[str(status)] = {
             "description": ERRORS[status],
@@ -194,6 +198,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         "parameters": params,
         "responses": responses,
     }
+    if op.public:
+        out["security"] = []  # no API key
     if op.body is not None:
         schema = op.body.openapi()
         if op.partial_body:

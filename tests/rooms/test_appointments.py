@@ -10,17 +10,21 @@ import pytest
 
 from rooms.appointments import (
     ACTIVE,
+    FINAL,
     UPDATABLE,
     VIDEO_PROVIDER,
+    Actor,
     Appointment,
     AppointmentError,
     AppointmentStatus,
     Attendance,
+    BookingSource,
     ContactChannel,
     InvalidAppointment,
     InvalidTransition,
     RemoteChannel,
     book,
+    hold,
 )
 from rooms.ids import AppointmentId, RoomId
 from rooms.projection import Outcome
@@ -45,6 +49,12 @@ def make(status: S = S.PENDING, **optional: Any) -> Appointment:
 
 
 def terminal() -> list[S]:
+    """The statuses that never change again."""
+    return [s for s in S if s.final]
+
+
+def closed() -> list[S]:
+    """The statuses a booking cannot start in and that cannot be completed: final, held."""
     return [s for s in S if s not in ACTIVE]
 
 
@@ -54,7 +64,7 @@ def terminal() -> list[S]:
 def test_booking_gives_a_pending_api_appointment_with_defaults() -> None:
     a = make()
     assert a.status is S.PENDING
-    assert a.booking_source == "api"
+    assert a.booking_source is BookingSource.API
     assert a.created_at == a.updated_at == T0
     assert a.duration_minutes == 30
     assert a.capacity == 1
@@ -87,7 +97,7 @@ def test_every_active_status_may_be_booked(status: S) -> None:
     assert a.status is status
 
 
-@pytest.mark.parametrize("status", terminal())
+@pytest.mark.parametrize("status", closed())
 def test_a_closed_status_cannot_be_booked(status: S) -> None:
     with pytest.raises(InvalidAppointment) as info:
         book(APPT, title="t", start_time=START, end_time=END, now=T0, status=status)
@@ -292,3 +302,94 @@ def test_video_fields_come_and_go_together() -> None:
     gone = linked.without_video(T0 + 2)
     assert gone.room_id is gone.video_link is gone.meeting_url is gone.video_provider is None
     assert gone.updated_at == T0 + 2
+
+
+# -- self-booking: holds -------------------------------------------------------------------
+
+
+def held() -> Appointment:
+    return hold(
+        APPT, clinician_id="cli_1", start_time=START, end_time=END, expires_at=T0 + 900, now=T0
+    )
+
+
+def test_a_hold_is_a_video_appointment_of_the_booking_page_with_no_patient_data() -> None:
+    a = held()
+    assert a.status is S.HELD
+    assert not a.active
+    assert not a.status.final
+    assert a.booking_source is BookingSource.BOOKING_PAGE
+    assert a.is_video
+    assert a.clinician_profile_id == "cli_1"
+    assert a.hold_expires_at == T0 + 900
+    assert a.attendee_name is a.attendee_email is a.patient_id is None
+    assert {S.CANCELLED, S.COMPLETED, S.NO_SHOW, S.EXPIRED} == FINAL
+
+
+def test_a_hold_must_expire_after_it_is_made() -> None:
+    with pytest.raises(InvalidAppointment) as info:
+        hold(APPT, clinician_id="c", start_time=START, end_time=END, expires_at=T0, now=T0)
+    assert info.value.details == {"field": "hold_expires_at", "problem": "range"}
+
+
+def test_a_hold_is_confirmed_or_expires_once() -> None:
+    confirmed = held().confirm(T0 + 60)
+    assert confirmed.status is S.CONFIRMED
+    assert confirmed.active
+    assert confirmed.hold_expires_at is None
+    assert confirmed.updated_at == T0 + 60
+    typed = held().attend("Sam Patel", "sam@example.org", T0 + 30)
+    assert (typed.attendee_name, typed.attendee_email, typed.status) == (
+        "Sam Patel",
+        "sam@example.org",
+        S.HELD,
+    )
+    assert typed.confirm(T0 + 31).attendee_name == "Sam Patel"
+    expired = typed.expire(T0 + 901)
+    assert expired.attendee_name is expired.attendee_email is None  # not kept
+    assert expired.status is S.EXPIRED
+    assert expired.status.final
+    for done in (confirmed, expired):
+        for action, attempt in (
+            ("confirm", done.confirm),
+            ("expire", done.expire),
+            ("confirm", lambda now, d=done: d.attend("x", "y@z", now)),
+        ):
+            with pytest.raises(InvalidTransition) as info:
+                attempt(T0 + 1000)
+            assert info.value.details == {
+                "current_status": done.status.value,
+                "attempted_action": action,
+            }
+
+
+def test_a_hold_can_be_given_up_but_not_completed_marked_or_updated() -> None:
+    a = held()
+    given_up = a.cancel(None, T0 + 5, by=Actor.PATIENT)
+    assert given_up.status is S.CANCELLED
+    assert given_up.cancelled_by is Actor.PATIENT
+    assert given_up.hold_expires_at is None
+    attempts: tuple[tuple[str, Callable[[], Appointment]], ...] = (
+        ("complete", lambda: a.complete(T0)),
+        ("no_show", lambda: a.no_show(CLOSES.closes_at + 1, CLOSES)),
+        ("update", lambda: a.update({"description": "x"}, T0)),
+    )
+    for action, attempt in attempts:
+        with pytest.raises(InvalidTransition) as info:
+            attempt()
+        assert info.value.details == {"current_status": "held", "attempted_action": action}
+
+
+def test_a_cancellation_reason_is_never_blank_and_the_clinician_must_give_one() -> None:
+    with pytest.raises(InvalidAppointment) as info:
+        make().cancel("  ", T0)
+    assert info.value.details == {"field": "cancellation_reason", "problem": "blank"}
+    with pytest.raises(InvalidAppointment) as info:
+        make().cancel(None, T0, by=Actor.CLINICIAN)
+    assert info.value.details == {"field": "cancellation_reason", "problem": "required"}
+    by_clinician = make().cancel("unwell", T0, by=Actor.CLINICIAN)
+    assert (by_clinician.cancelled_by, by_clinician.cancellation_reason) == (
+        Actor.CLINICIAN,
+        "unwell",
+    )
+    assert make().cancel(None, T0).cancelled_by is Actor.API

@@ -497,7 +497,7 @@ async def test_console_runs_two_appointments_back_to_back(web: Web) -> None:
     await wait_state(kim, "s.screen === 'lobby' && s.waiting && s.waiting.reason === 'host_busy'")
     assert await text(kim, "#lobby-title") == "Your clinician is with another patient"
     await kim.wait_for_function("document.querySelector('#preview').videoWidth > 0")
-    await shot(kim, "19-patient-clinician-with-another-patient-phone")
+    await shot(kim, "25-patient-clinician-with-another-patient-phone")
     row = console.locator("#waiting-list li[data-reason='host_busy']")
     await row.wait_for()
     second_time = await clock_time(console, second_at)
@@ -507,7 +507,7 @@ async def test_console_runs_two_appointments_back_to_back(web: Web) -> None:
     assert second_time in await row.locator(".appointment").inner_text()
     assert await console.locator("#admit-all-row").is_hidden()  # Kim is not this call's
     assert await row.get_attribute("data-appointment") == "apt-11"
-    await shot(console, "20-console-next-appointment-waiting")
+    await shot(console, "26-console-next-appointment-waiting")
     # Kim sees nothing of the first call.
     s = await state(kim)
     assert (s["stage"], s["roster"]) == ("waiting", [])
@@ -527,4 +527,4 @@ async def test_console_runs_two_appointments_back_to_back(web: Web) -> None:
     assert (await state(sam))["participantId"] not in roster
     # Sam, still on the page, is not let into Kim's appointment.
     await wait_state(sam, "s.waiting && s.waiting.reason === 'host_busy' && s.stage === 'lobby'")
-    await shot(console, "21-console-second-appointment-in-call")
+    await shot(console, "27-console-second-appointment-in-call")

@@ -1,15 +1,16 @@
 // Today's appointments in the console, from the REST API (/api/v1, see its openapi.json):
-// each with its call status, Open (the clinician's link), Copy link (the patient's),
-// Send to patient, the invitations sent with their delivery status and the room activity
-// (a timeline, refreshed every few seconds while it is open). Open goes to the room in
-// this page; "New tab" opens it in another tab (clinician token in the fragment only).
+// each with its status in words, its call status, Open (the clinician's link), Copy link
+// (the patient's), Send to patient, Cancel (with a reason, which the clinician must give:
+// seed 001), the invitations sent with their delivery status and the room activity (a
+// timeline with the booking's events, refreshed every few seconds while it is open). Open
+// goes to the room in this page; "New tab" opens it in another tab (clinician token in the
+// fragment only). Cancelled appointments and expired holds drop out of the list unless
+// "Show cancelled and expired" is ticked; a cancelled one shows who cancelled and why.
 //
-// The API needs a key (Authorization: Bearer vk_...). Until clinicians sign in, the console
-// asks for one and keeps it in sessionStorage: this tab only, gone when it closes.
+// The API needs a key: web/js/rest.js keeps it, for this tab only, until clinicians sign in.
 
+import { api, apiKey, setApiKey } from "./rest.js";
 import { $, el, localTime, toast } from "./ui.js";
-
-const KEY = "vestibule:api-key";
 const REFRESH_MS = 30000;
 const PENDING_POLL_MS = 3000;
 const PENDING_POLL_MAX = 40; // about two minutes of polling for a pending invitation
@@ -32,7 +33,31 @@ const ACTIVITY = {
   session_ended: () => "Session ended",
   disconnected: (who) => `Connection lost (${who.toLowerCase()})`,
   reconnected: (who) => `Reconnected (${who.toLowerCase()})`,
+  // The booking's events: `who` is who acted (patient, clinician, the clinic's system).
+  held: (who) => `Slot held (${who.toLowerCase()})`,
+  confirmed: (who) => `Booking confirmed (${who.toLowerCase()})`,
+  expired: () => "Hold expired",
+  cancelled: (who) => `Cancelled (${who.toLowerCase()})`,
 };
+
+const STATUS = {
+  pending_approval: "Awaiting approval",
+  pending: "Pending",
+  confirmed: "Confirmed",
+  scheduled: "Scheduled",
+  held: "Held: the patient is booking",
+  expired: "Hold expired",
+  cancelled: "Cancelled",
+  completed: "Completed",
+  no_show: "No-show",
+};
+const CLOSED = new Set(["cancelled", "expired"]); // hidden unless asked for
+const CANCELLABLE = new Set(["pending_approval", "pending", "confirmed", "scheduled", "held"]);
+const BY = { patient: "the patient", clinician: "the clinician", api: "the clinic's system", system: "the system" };
+
+function actorName(actor) {
+  return { patient: "Patient", clinician: "Clinician", api: "Clinic system", system: "System" }[actor] || "Someone";
+}
 
 function roleName(role) {
   return { host: "Clinician", patient: "Patient", guest: "Guest" }[role] || "Participant";
@@ -67,49 +92,29 @@ export class Appointments {
 
   init() {
     const input = $("#api-key", this.root);
-    input.value = sessionStorage.getItem(KEY) || "";
+    input.value = apiKey();
     $("#api-form", this.root).addEventListener("submit", (event) => {
       event.preventDefault();
-      const key = input.value.trim();
-      if (key) sessionStorage.setItem(KEY, key);
-      else sessionStorage.removeItem(KEY);
+      setApiKey(input.value.trim());
       this.load();
     });
+    // Cancelled appointments and expired holds are out of the list unless asked for.
+    this.showClosed = el("input", { id: "show-closed", type: "checkbox" });
+    this.showClosed.addEventListener("change", () => this.load());
+    $("#appointments-note", this.root).before(
+      el("label", { class: "check", for: "show-closed" }, this.showClosed, "Show cancelled and expired"),
+    );
     if (input.value) this.load();
   }
 
-  async api(method, path, body = undefined) {
-    const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}`, Accept: "application/json" };
-    if (body !== undefined) {
-      headers["Content-Type"] = "application/json";
-      headers["Idempotency-Key"] = crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
-    }
-    const response = await fetch(`/api/v1${path}`, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: "omit",
-      cache: "no-store",
-    });
-    let payload = null;
-    try {
-      payload = await response.json();
-    } catch {
-      payload = null;
-    }
-    if (!response.ok) {
-      const error = new Error((payload && payload.error && payload.error.message) || `HTTP ${response.status}`);
-      error.status = response.status;
-      error.code = payload && payload.error ? payload.error.code : null;
-      throw error;
-    }
-    return payload ? payload.data : null;
+  api(method, path, body = undefined) {
+    return api(method, path, body);
   }
 
   async load() {
     clearTimeout(this.timer);
     const note = $("#appointments-note", this.root);
-    if (!sessionStorage.getItem(KEY)) {
+    if (!apiKey()) {
       note.textContent = "Enter the clinic's API key to list today's appointments.";
       $("#appointments-table", this.root).replaceChildren();
       return;
@@ -120,7 +125,8 @@ export class Appointments {
     to.setDate(to.getDate() + 1);
     const query = new URLSearchParams({ date_gte: from.toISOString(), date_lte: to.toISOString(), limit: "100" });
     try {
-      const all = await this.api("GET", `/appointments?${query}`);
+      const listed = await this.api("GET", `/appointments?${query}`);
+      const all = this.showClosed.checked ? listed : listed.filter((a) => !CLOSED.has(a.status));
       const mine = all.filter((a) => a.room_id === this.room);
       this.items = (mine.length ? mine : all).sort((a, b) => a.start_time.localeCompare(b.start_time));
       note.textContent = !all.length
@@ -175,13 +181,19 @@ export class Appointments {
       send.addEventListener("click", () => this.send(a, send));
       actions.append(send);
     }
+    if (CANCELLABLE.has(a.status)) {
+      const cancel = el("button", { type: "button", class: "danger" }, "Cancel");
+      cancel.setAttribute("aria-label", `Cancel ${a.title}`);
+      cancel.addEventListener("click", () => this.askCancel(a, actions, cancel));
+      actions.append(cancel);
+    }
     const invitations = a.video_link ? await this.invitations(a) : null;
     return el(
       "tr",
       { "data-appointment": a.id },
       el("td", {}, `${localTime(start, { withDate: false })}–${localTime(end, { withDate: false })}`),
       el("td", {}, el("strong", {}, a.attendee_name || "—"), el("div", { class: "sub" }, a.title)),
-      el("td", {}, a.status),
+      el("td", {}, el("span", { "data-appointment-status": a.status }, STATUS[a.status] || a.status), this.cancellation(a)),
       el("td", {}, a.call_status ? el("span", { class: "status-badge", "data-status": a.call_status }, CALL_STATUS[a.call_status] || a.call_status) : "—"),
       el("td", {}, actions, invitations, a.room_id ? this.activity(a) : null),
     );
@@ -254,13 +266,66 @@ export class Appointments {
     details.querySelector("summary").textContent = `Room activity (${events.length})`;
     details.querySelector("ol").replaceChildren(
       ...events.map((e) => {
-        const what = (ACTIVITY[e.kind] || (() => e.kind))(roleName(e.role));
-        return el("li", { "data-kind": e.kind, "data-role": e.role || "" },
+        const who = e.actor ? actorName(e.actor) : roleName(e.role);
+        const what = (ACTIVITY[e.kind] || (() => e.kind))(who);
+        return el("li", { "data-kind": e.kind, "data-role": e.role || "", "data-actor": e.actor || "" },
           el("div", { class: "who" },
             el("strong", {}, what),
             el("time", { datetime: e.at }, clock(e.at))));
       }),
     );
+  }
+
+  // -- cancelling ------------------------------------------------------------------------
+
+  /** Who cancelled and why, under the status of a cancelled appointment (seed 001). */
+  cancellation(a) {
+    if (a.status !== "cancelled") return null;
+    const by = BY[a.cancelled_by] || "someone";
+    const text = a.cancellation_reason ? `By ${by}: “${a.cancellation_reason}”` : `By ${by}, no reason given`;
+    return el("div", { class: "sub", "data-cancellation": "" }, text);
+  }
+
+  /** The cancel form: a reason is required when the clinician cancels. */
+  askCancel(a, actions, button) {
+    if (actions.querySelector(".cancel-form")) return;
+    button.disabled = true;
+    const id = `cancel-reason-${a.id}`;
+    const reason = el("textarea", { id, required: true, maxlength: "1000", rows: "2" });
+    const error = el("p", { class: "field-error", role: "alert", hidden: true });
+    const form = el("form", { class: "deny-form cancel-form", novalidate: true },
+      el("label", { for: id }, `Why is ${a.title} cancelled? (required)`),
+      reason, error,
+      el("div", { class: "row-actions" },
+        el("button", { type: "submit", class: "danger" }, "Cancel appointment"),
+        el("button", { type: "button", class: "quiet", "data-keep": "" }, "Keep it")));
+    form.querySelector("[data-keep]").addEventListener("click", () => {
+      form.remove();
+      button.disabled = false;
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const text = reason.value.trim();
+      if (!text) {
+        error.hidden = false;
+        error.textContent = "Give a reason: support and the patient see it.";
+        reason.setAttribute("aria-invalid", "true");
+        return;
+      }
+      try {
+        await this.api("POST", `/appointments/${encodeURIComponent(a.id)}/cancel`, {
+          cancellation_reason: text,
+          cancelled_by: "clinician",
+        });
+        toast(`${a.title} is cancelled.`, { kind: "success" });
+        await this.load();
+      } catch (failure) {
+        error.hidden = false;
+        error.textContent = `Could not cancel: ${failure.message}.`;
+      }
+    });
+    actions.append(form);
+    reason.focus();
   }
 
   async invitations(a) {

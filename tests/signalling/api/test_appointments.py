@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,20 +32,11 @@ from signalling.api.keys import ApiKey, ApiKeys
 from signalling.api.schema import format_time
 from signalling.client import Client, ClientError
 from signalling.projector import WINDOWS, outcomes_key, window_member
-from tests.signalling.api.schemas import conform
+from tests.signalling.api.documented import Documented
 from tests.signalling.conftest import Node
 
 Json = Any
 HOUR = 3600.0
-REQUEST_ID = re.compile(r"req_[0-9a-f]{16}")
-
-
-def _template(path: str) -> str:
-    """The documented path of a request path (ids become ``{id}``)."""
-    parts = path.removeprefix("/").split("/")
-    if len(parts) >= 2:
-        parts[1] = "{id}"
-    return "/" + "/".join(parts)
 
 
 # --- the API client -------------------------------------------------------------------------
@@ -67,17 +57,7 @@ class Api:
         self, method: str, path: str, *, status: int | None = None, **kwargs: Any
     ) -> Json:
         """Send a request, check the response against the document; return its body."""
-        response = await self.http.request(method, path, **kwargs)
-        body = response.json()
-        operation = self.doc["paths"][_template(path.split("?")[0])][method.lower()]
-        declared = operation["responses"]
-        code = str(response.status_code)
-        assert code in declared, f"{method} {path}: undeclared status {code}: {body}"
-        conform(self.doc, declared[code]["content"]["application/json"]["schema"], body)
-        assert REQUEST_ID.fullmatch(body["meta"]["request_id"])
-        if status is not None:
-            assert response.status_code == status, body
-        return body
+        return await Documented(self.http, self.doc).call(method, path, status=status, **kwargs)
 
     async def create(self, **fields: Any) -> Json:
         body = await self.call("POST", "/appointments", json=booking(self.node, **fields))

@@ -12,8 +12,10 @@ response must
 Authorised requests (with an API key) come in positive cases (valid by the document) and
 negative ones (some part invalid: the server must refuse it with a documented 4xx, not fail).
 Unauthorised requests (no key, an unknown key, another scheme, a revoked key) must get the
-documented 401. Each test ends by asserting that the operations it exercised are exactly the
-document's, so a new endpoint cannot escape the contract.
+documented 401, except on the public operations (the booking page's, ``security: []`` in the
+document), which ignore credentials and must still keep to the contract. Each test ends by
+asserting that the operations it exercised are exactly the document's, so a new endpoint
+cannot escape the contract.
 
 Design: the node runs as a separate process (``python -m signalling.cli serve``) for the whole
 module, with a redis-server of its own, the tests' key ring (`tests.support.KEYS_ENV`) and a
@@ -101,6 +103,9 @@ PARAM_SOURCES: dict[str, tuple[str, str]] = {
     "clinician_id": ("Room", "clinician_id"),
     "link_id": ("JoinLink", "id"),
     "invitation_id": ("Invitation", "id"),
+    "window_id": ("AvailabilityWindow", "id"),
+    "exception_id": ("AvailabilityException", "id"),
+    "hold_id": ("Hold", "id"),
 }
 
 # Bad credentials: none, a key that never existed, another scheme, a revoked key (filled in).
@@ -260,6 +265,16 @@ def _seed(api: Api, client: httpx.Client) -> None:
         },
     )
     post("/appointments/{appointment_id}/invitations", {}, appointment_id=appointment["id"])
+    # Availability every day, a day off, and a hold of the first bookable slot.
+    clinician = {"clinician_id": "clin_contract"}
+    for day in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"):
+        window = {"day": day, "start_minute": 0, "end_minute": 1440, "time_zone": "UTC"}
+        post("/clinicians/{clinician_id}/availability/windows", window, **clinician)
+    post("/clinicians/{clinician_id}/availability/exceptions", {"date": "2031-01-01"}, **clinician)
+    slots = client.get("/clinicians/clin_contract/slots")
+    assert slots.status_code == 200, f"seeding slots: {slots.text}"
+    start = slots.json()["data"][0]["start_time"]
+    post("/clinicians/{clinician_id}/holds", {"start_time": start}, **clinician)
 
 
 @pytest.fixture(scope="module")
@@ -374,18 +389,26 @@ def _unauthorised(
 ) -> None:
     headers = None if credential is None else {"Authorization": credential}
 
+    public = _public(api, operation)
+
     def test(case: AnyCase) -> None:
         exercised[operation.label] += 1
         if case.headers is not None:
             case.headers.pop("Authorization", None)
         response = _check(api, case, headers)
-        assert response.status_code == 401, (
+        assert (response.status_code == 401) is not public, (
             f"{operation.label} with {credential or 'no key'}: "
             f"{response.status_code} {response.content!r}"
         )
 
     cases = operation.as_strategy(generation_mode=GenerationMode.POSITIVE)
     _run(operation, f"unauthorised {credential}", UNAUTHORISED_EXAMPLES, cases, test)
+
+
+def _public(api: Api, operation: Operation) -> bool:
+    """Whether the document says the operation takes no API key (``security: []``)."""
+    declared = api.document["paths"][operation.path][operation.method.lower()]
+    return bool(declared.get("security") == [])
 
 
 def test_authorised_requests_follow_the_contract(api: Api, subtests: pytest.Subtests) -> None:
@@ -397,6 +420,7 @@ def test_authorised_requests_follow_the_contract(api: Api, subtests: pytest.Subt
 
 
 def test_unauthorised_requests_get_401(api: Api, subtests: pytest.Subtests) -> None:
+    assert any(_public(api, op) for op in api.operations())  # the booking page's
     exercised: collections.Counter[str] = collections.Counter()
     credentials = (NO_KEY, UNKNOWN_KEY, BASIC, f"Bearer {api.revoked_key}")
     for operation in api.operations():
