@@ -29,6 +29,7 @@ from signalling.api.booking_repair import repairs
 from signalling.api.context import ApiContext
 from signalling.api.envelope import unrouted
 from signalling.api.invitations import delivery_worker
+from signalling.api.links import migrate_revocations
 from signalling.bus import Bus, new_node_id
 from signalling.client_socket import ClientSocket
 from signalling.connection import Connection
@@ -155,6 +156,10 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         supervisor.start()
+        with contextlib.suppress(RedisError, OSError):  # another node will do it, or the next start
+            moved = await migrate_revocations(redis)
+            if moved:
+                log.info("moved %d revocations onto their links' records", moved)
         await asyncio.wait_for(asyncio.gather(tailing.wait(), listening.wait()), 30)
         log.info("node %s ready", node_id)
         try:
@@ -196,7 +201,7 @@ def create_app(
             Route("/book/{clinician}", book),
             Mount("/", StaticFiles(directory=web, html=True)),
         ]
-    unrouted_api = unrouted(api.keys)
+    unrouted_api = unrouted(api.keys, api.is_public)
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_WebSocketEndpoint, path="/ws", endpoint=signalling)],

@@ -61,6 +61,10 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     resume_grace: float = 30.0  # a lost participant keeps its place this long
     host_absence: float = DEFAULT_HOST_ABSENCE  # a call without a host ends after this long
+    # How long what a visit leaves behind is kept (README "Security and privacy"): a room's
+    # events, a link's record, an appointment's contact details, after they are over.
+    retention: float = 30 * 86400.0
+    audit_retention: float = 365 * 86400.0  # who admitted or denied whom, and when
     resume_ttl: float = 12 * 3600.0  # lifetime of a resume token
     sweep_interval: float = 1.0  # how often grace periods are checked
     window_opens_before: float = DEFAULT_OPENS_BEFORE
@@ -159,6 +163,8 @@ class Settings:
             limits=limits,
             resume_grace=_float(env, "VESTIBULE_RESUME_GRACE", 30.0),
             host_absence=_float(env, "VESTIBULE_HOST_ABSENCE", DEFAULT_HOST_ABSENCE),
+            retention=_float(env, "VESTIBULE_RETENTION_DAYS", 30.0) * 86400.0,
+            audit_retention=_float(env, "VESTIBULE_AUDIT_DAYS", 365.0) * 86400.0,
             window_opens_before=_float(env, "VESTIBULE_WINDOW_BEFORE", DEFAULT_OPENS_BEFORE),
             window_closes_after=_float(env, "VESTIBULE_WINDOW_AFTER", DEFAULT_CLOSES_AFTER),
             stun_urls=_list(env, "VESTIBULE_STUN_URLS"),

@@ -1,7 +1,9 @@
 """Appointments in Redis.
 
 ``vst:appt:<id>`` holds one appointment as msgpack (its fields by name, so records written
-by an older version still load) with the ids of its join links. Changes are
+by an older version still load) with the ids of its join links. The links themselves
+(``video_link``, ``meeting_url``) are bearer secrets and are not in the record: every read
+signs them again from their link records (`signalling.api.links`). Changes are
 compare-and-set on the whole record: a change decided on a stale read is refused and
 decided again, so two requests racing to cancel and complete cannot both win.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import msgpack
@@ -40,6 +42,7 @@ from rooms.ids import AppointmentId, RoomId
 from rooms.projection import Outcome
 from signalling.api.context import ApiContext
 from signalling.api.errors import NotFound, ServiceUnavailable
+from signalling.api.links import Links
 from signalling.projector import OutcomeHook, outcomes_key
 
 log = logging.getLogger("vestibule.signalling.api.appointments")
@@ -64,6 +67,7 @@ _ENUMS: dict[str, Any] = {
     "cancelled_by": Actor,
 }
 _NAMES = tuple(f.name for f in fields(Appointment))
+_LINKS = frozenset({"video_link", "meeting_url"})  # never stored: signed again on each read
 
 
 def record_key(appointment: str) -> str:
@@ -144,7 +148,7 @@ class AppointmentStore:
         raw: Any = await self.redis.get(record_key(appointment))
         if raw is None:
             raise NotFound(f"no appointment {appointment}", {"id": appointment})
-        return decode(raw), raw
+        return (await self._with_links([decode(raw)]))[0], raw
 
     async def get(self, appointment: str) -> Appointment:
         """The appointment, with any outcome its room has settled; raise NotFound."""
@@ -264,7 +268,22 @@ class AppointmentStore:
         if not ids:
             return []
         raws: Any = await self.redis.mget([record_key(i.decode()) for i in ids])
-        return [decode(raw).appointment for raw in raws if raw is not None]
+        stored = await self._with_links([decode(raw) for raw in raws if raw is not None])
+        return [s.appointment for s in stored]
+
+    async def _with_links(self, stored: builtins.list[Stored]) -> builtins.list[Stored]:
+        """The appointments with their join links' URLs, signed from the link records
+        (absent once a link record has gone, `Links._lifetime`)."""
+        linked = [s for s in stored if s.patient_link or s.clinician_link]
+        ids = [i for s in linked for i in (s.patient_link, s.clinician_link)]
+        urls = iter(await Links(self.ctx).urls(ids))
+        signed = {
+            s.appointment.id: replace(
+                s, appointment=replace(s.appointment, video_link=next(urls), meeting_url=next(urls))
+            )
+            for s in linked
+        }
+        return [signed.get(s.appointment.id, s) for s in stored]
 
     async def _index(self, old: Appointment | None, new: Appointment) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -298,7 +317,7 @@ def outcome_hook(ctx: ApiContext) -> OutcomeHook:
 
 def encode(stored: Stored) -> bytes:
     a = stored.appointment
-    values = {name: getattr(a, name) for name in _NAMES}
+    values = {name: getattr(a, name) for name in _NAMES if name not in _LINKS}
     for name in _ENUMS:
         if values[name] is not None:
             values[name] = values[name].value

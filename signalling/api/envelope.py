@@ -84,15 +84,20 @@ def failure(request_id: str, error: ApiError) -> Response:
     return JSONResponse(body, status_code=error.status)
 
 
-def unrouted(keys: ApiKeys) -> Callable[[Request, Exception], Awaitable[Response]]:
+def unrouted(
+    keys: ApiKeys, public: Callable[[str], bool] = lambda path: False
+) -> Callable[[Request, Exception], Awaitable[Response]]:
     """The handler for 404 and 405 on requests that match no operation. Under ``/api/``
     they get the envelope like every other API error (a path the router cannot even match,
     e.g. with a newline in an id, included), after the same key check, so a caller without
-    a valid key learns nothing about what exists; elsewhere, Starlette's plain text."""
+    a valid key learns nothing about what exists; elsewhere, Starlette's plain text. A path
+    of a public operation's shape (``public``, given the path under ``/api/v1``) is
+    answered without a key check, as that operation is."""
 
     async def handle(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
-        if not request.url.path.startswith("/api/"):
+        path = request.url.path
+        if not path.startswith("/api/"):
             text = "Method Not Allowed" if status == 405 else "Not Found"
             return PlainTextResponse(text, status)
 
@@ -101,9 +106,13 @@ def unrouted(keys: ApiKeys) -> Callable[[Request, Exception], Awaitable[Response
                 raise MethodNotAllowed("this method is not allowed here")
             raise NotFound("no such resource")
 
-        return await endpoint(keys, answer)(request)
+        checked = None if public(path.removeprefix(API_ROOT)) else keys
+        return await endpoint(checked, answer)(request)
 
     return handle
+
+
+API_ROOT = "/api/v1"
 
 
 def endpoint(keys: ApiKeys | None, handler: Handler) -> Callable[[Request], Awaitable[Response]]:

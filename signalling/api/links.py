@@ -5,8 +5,13 @@ A clinician has one persistent room; ad-hoc rooms and rooms personalised for one
 ``<base>/join/<room>#<token>``; its token id is the link id, so a link can be revoked
 (refused at hello from then on) and regenerated (the old one revoked, a new one made).
 
-Keys: ``vst:room:<id>`` (room record), ``vst:link:<id>`` (link record),
-``vst:links:revoked`` (set of revoked link ids), ``vst:{<room>}:links`` (the room's links).
+Keys: ``vst:room:<id>`` (room record), ``vst:link:<id>`` (link record, with whether it is
+revoked), ``vst:{<room>}:links`` (the room's links).
+
+A link is stored by its id and its claims, never as the bearer URL: the URL is signed again
+from them when the API returns it (with the key that signed it first, while the ring has it,
+so it is the same string). A link record expires `Settings.retention` after the link does; by
+then its token has long stopped working, revoked or not.
 """
 
 from __future__ import annotations
@@ -19,14 +24,15 @@ from typing import Any
 
 import msgpack
 
-from admission.tokens import JoinClaims, encode_join
+from admission.tokens import JoinClaims, KeyRing, encode_join
 from rooms.ids import AppointmentId, RoomId
 from rooms.roles import Role
 from signalling.api.context import ApiContext
 from signalling.api.errors import NotFound
 
-REVOKED = "vst:links:revoked"
+LEGACY_REVOKED = "vst:links:revoked"  # where revocations were kept before (one global set)
 DEFAULT_LINK_LIFETIME = 30 * 86400.0
+LINK_FORMAT = 2  # 2: claims and the signing key's id, no URL
 
 
 class RoomKind(enum.Enum):
@@ -73,7 +79,8 @@ class Link:
     created_at: float
     expires_at: float
     revoked_at: float | None
-    url: str
+    url: str  # signed again from the claims on every read; never stored
+    key_id: str  # the key that signed it
 
     def status(self, now: float) -> str:
         """active, expired (needs regenerating) or revoked."""
@@ -140,7 +147,7 @@ class Links:
             starts_at=starts_at, ends_at=ends_at, capacity=capacity, lifetime=lifetime,
         )  # fmt: skip
         async with self.redis.pipeline(transaction=False) as pipe:
-            _record(pipe, link)
+            self._record(pipe, link)
             await pipe.execute()
         return link
 
@@ -173,18 +180,56 @@ class Links:
             expires_at=now + lifetime,
             token_id=link_id,
         )
-        token = encode_join(claims, self.ctx.settings.keyring)
-        return Link(
+        keyring = self.ctx.settings.keyring
+        link = Link(
             link_id, room, kind, claims.subject, claims.name, appointment, starts_at, ends_at,
-            capacity, now, claims.expires_at, None,
-            f"{self.ctx.settings.base_url}/join/{room}#{token}",
+            capacity, now, claims.expires_at, None, "", keyring.signing_key_id,
         )  # fmt: skip
+        return self._signed(link)
+
+    def _signed(self, link: Link) -> Link:
+        """``link`` with its URL, signed from its claims."""
+        keyring = self.ctx.settings.keyring
+        if link.key_id in keyring.keys:  # the same key: the same URL as when it was issued
+            keyring = KeyRing(keyring.keys, link.key_id)
+        claims = JoinClaims(
+            room=link.room,
+            role=link.kind.role,
+            subject=link.subject,
+            name=link.name,
+            appointment=link.appointment,
+            starts_at=link.starts_at,
+            ends_at=link.ends_at,
+            capacity=link.capacity,
+            not_before=link.created_at - 60.0,
+            expires_at=link.expires_at,
+            token_id=link.id,
+        )
+        token = encode_join(claims, keyring)
+        return replace(link, url=f"{self.ctx.settings.base_url}/join/{link.room}#{token}")
 
     async def get(self, link_id: str) -> Link:
-        raw: Any = await self.redis.get(f"vst:link:{link_id}")
+        raw: Any = await self.redis.get(link_key(link_id))
         if raw is None:
             raise NotFound(f"no link {link_id}", {"link_id": link_id})
-        return _unpack_link(raw)
+        return self._signed(_unpack_link(raw))
+
+    async def urls(self, link_ids: list[str | None]) -> list[str | None]:
+        """The URLs of links by id (None for None, or for a link that is gone), in one
+        round trip."""
+        wanted = [i for i in link_ids if i is not None]
+        if not wanted:
+            return [None] * len(link_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for link_id in wanted:
+                pipe.get(link_key(link_id))
+            raws: list[Any] = await pipe.execute()
+        found = {
+            i: self._signed(_unpack_link(raw)).url
+            for i, raw in zip(wanted, raws, strict=True)
+            if raw is not None
+        }
+        return [None if i is None else found.get(i) for i in link_ids]
 
     async def of_room(self, room: RoomId) -> list[Link]:
         """The room's links, oldest first (ties in id order, so pages are stable)."""
@@ -194,51 +239,80 @@ class Links:
         # rather than failing the whole listing.
         async with self.redis.pipeline(transaction=False) as pipe:
             for i in ids:
-                pipe.get(f"vst:link:{i.decode()}")
+                pipe.get(link_key(i.decode()))
             raws: list[Any] = await pipe.execute()
-        links = [_unpack_link(raw) for raw in raws if raw is not None]
+        links = [self._signed(_unpack_link(raw)) for raw in raws if raw is not None]
         return sorted(links, key=lambda link: (link.created_at, link.id))
 
     async def revoke(self, link_id: str) -> Link:
-        """Refuse the link at hello from now on (idempotent)."""
+        """Refuse the link at hello from now on (idempotent): one write, of its record."""
         link = await self.get(link_id)
         if link.revoked_at is None:
             link = replace(link, revoked_at=self.ctx.clock())
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(f"vst:link:{link_id}", _pack_link(link))
-                pipe.sadd(REVOKED, link_id)
-                await pipe.execute()
+            await self._store(link)
         return link
 
     async def regenerate(self, link_id: str, lifetime: float = DEFAULT_LINK_LIFETIME) -> Link:
         """Revoke a link and issue a fresh one for the same room, person and appointment.
 
-        Both writes go in one transaction: a failure leaves the old link as it was rather
-        than revoked with no replacement."""
+        The new link is recorded first: a failure in between leaves the old link as it was
+        rather than revoked with no replacement (each write touches one key's hash slot)."""
         old = await self.get(link_id)
         new = self._sign(
             old.room, old.kind, subject=old.subject, name=old.name, appointment=old.appointment,
             starts_at=old.starts_at, ends_at=old.ends_at, capacity=old.capacity, lifetime=lifetime,
         )  # fmt: skip
-        async with self.redis.pipeline(transaction=True) as pipe:
-            _record(pipe, new)
-            if old.revoked_at is None:
-                pipe.set(f"vst:link:{link_id}", _pack_link(replace(old, revoked_at=new.created_at)))
-                pipe.sadd(REVOKED, link_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._record(pipe, new)
             await pipe.execute()
+        if old.revoked_at is None:
+            await self._store(replace(old, revoked_at=new.created_at))
         return new
 
+    def _record(self, pipe: Any, link: Link) -> None:
+        """Queue the writes that record a new link on ``pipe``."""
+        pipe.set(link_key(link.id), _pack_link(link), ex=self._lifetime(link))
+        pipe.sadd(f"vst:{{{link.room}}}:links", link.id)
 
-def _record(pipe: Any, link: Link) -> None:
-    """Queue the writes that record a new link on ``pipe``."""
-    pipe.set(f"vst:link:{link.id}", _pack_link(link))
-    pipe.sadd(f"vst:{{{link.room}}}:links", link.id)
+    async def _store(self, link: Link) -> None:
+        await self.redis.set(link_key(link.id), _pack_link(link), ex=self._lifetime(link))
+
+    def _lifetime(self, link: Link) -> int:
+        """Seconds the record is kept: until the retention period after the link stops
+        working (counted on the node's clock, as the link's times are)."""
+        return max(1, int(link.expires_at + self.ctx.settings.retention - self.ctx.clock()) + 1)
+
+
+def link_key(link_id: str) -> str:
+    return f"vst:link:{link_id}"
 
 
 async def is_revoked(redis: Any, token_id: str) -> bool:
-    """Whether the link behind a join token has been revoked (tokens made outside the
-    API, e.g. by ``vestibule link``, are never in the set)."""
-    return bool(await redis.sismember(REVOKED, token_id))
+    """Whether the link behind a join token has been revoked. Tokens made outside the API
+    (``vestibule link``) have no record, and are never revoked; a record outlives its
+    link's tokens (`Links._lifetime`), so a revoked link's record is there while it could
+    still be used."""
+    raw: Any = await redis.get(link_key(token_id))
+    return raw is not None and _unpack_link(raw).revoked_at is not None
+
+
+async def migrate_revocations(redis: Any) -> int:
+    """Revocations kept by an older version in one set (read on every hello) move onto
+    their links' records. Idempotent; returns how many moved."""
+    ids: Any = await redis.smembers(LEGACY_REVOKED)
+    moved = 0
+    for raw_id in ids:
+        key = link_key(raw_id.decode())
+        raw: Any = await redis.get(key)
+        if raw is not None:
+            link = _unpack_link(raw)
+            if link.revoked_at is None:
+                await redis.set(
+                    key, _pack_link(replace(link, revoked_at=link.created_at)), keepttl=True
+                )
+        await redis.srem(LEGACY_REVOKED, raw_id)
+        moved += 1
+    return moved
 
 
 def _pack_room(r: RoomRecord) -> bytes:
@@ -251,15 +325,23 @@ def _unpack_room(raw: bytes) -> RoomRecord:
 
 
 def _pack_link(k: Link) -> bytes:
+    """The record: the claims and the key id, never the URL (a bearer secret)."""
     return msgpack.packb(
-        [k.id, k.room, k.kind.value, k.subject, k.name, k.appointment, k.starts_at, k.ends_at,
-         k.capacity, k.created_at, k.expires_at, k.revoked_at, k.url]
+        [LINK_FORMAT, k.id, k.room, k.kind.value, k.subject, k.name, k.appointment,
+         k.starts_at, k.ends_at, k.capacity, k.created_at, k.expires_at, k.revoked_at, k.key_id]
     )  # fmt: skip
 
 
 def _unpack_link(raw: bytes) -> Link:
     f = msgpack.unpackb(raw, raw=False)
+    if f[0] != LINK_FORMAT:  # an older record: the fields, then the URL (whose token names
+        # the key that signed it: signed again with it, it is the same URL)
+        kid = f[12].partition("#")[2].split(".")[1]
+        return Link(
+            f[0], RoomId(f[1]), LinkKind(f[2]), f[3], f[4], f[5], f[6], f[7], f[8], f[9],
+            f[10], f[11], "", kid,
+        )  # fmt: skip
     return Link(
-        f[0], RoomId(f[1]), LinkKind(f[2]), f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10],
-        f[11], f[12],
+        f[1], RoomId(f[2]), LinkKind(f[3]), f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11],
+        f[12], "", f[13],
     )  # fmt: skip

@@ -3,6 +3,7 @@ the OpenAPI document, from the same schemas that validate its requests."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,19 @@ class Api:
         for prop in schema.props:
             if prop.items is not None:
                 self.schema(prop.items)
+
+    def is_public(self, path: str) -> bool:
+        """Whether ``path`` (under the API's mount) has the shape of a public operation's,
+        whatever its ids hold: one the router cannot match (a newline in an id) is still
+        answered as that operation's would be, without a key."""
+        return any(pattern.fullmatch(path) for pattern in self._public_patterns())
+
+    def _public_patterns(self) -> list[re.Pattern[str]]:
+        return [
+            re.compile(re.sub(r"\\\{[^}]*\\\}", "[^/]*", re.escape(op.path)), re.DOTALL)
+            for op in self.operations
+            if op.public
+        ]
 
     def routes(self) -> list[Route]:
         by_path: dict[str, dict[str, Callable[[Request], Any]]] = {}

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from rooms.appointments import Appointment, ContactChannel, RemoteChannel, book
@@ -30,6 +29,7 @@ from signalling.channels import (
 )
 from signalling.settings import ConfigError, Settings
 from tests.signalling.conftest import EPOCH, FakeClock, build_settings
+from tests.smtp import SmtpServer
 from tests.support import KEYS_ENV, free_port
 
 SENDER = "clinic@example.org"
@@ -115,7 +115,7 @@ def check_password(
 @contextlib.contextmanager
 def smtp_server(handler: object, **options: Any) -> Iterator[int]:
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
+    controller = SmtpServer(handler, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
         yield port

@@ -11,12 +11,9 @@ import httpx
 from playwright.async_api import Page
 from redis.asyncio import Redis
 
-from admission.tokens import JoinClaims, encode_join, new_token_id
-from rooms.ids import RoomId
 from rooms.roles import Role
 from signalling.api.keys import ApiKeys
-from signalling.api.links import REVOKED
-from tests.support import KEYRING, token
+from tests.support import token
 from tests.web.conftest import (
     PHONE,
     WAIT_MS,
@@ -335,13 +332,21 @@ async def test_links_that_cannot_be_used_get_a_clear_page(web: Web, redis: Redis
     await wait_state(missing, "s.problem === 'missing'")
     assert await text(missing, "#message-title") == "This link is incomplete"
 
-    token_id = new_token_id()
-    claims = JoinClaims(
-        room=RoomId(room), role=Role.PATIENT, subject="p-revoked",
-        not_before=now - 1, expires_at=now + 3600, token_id=token_id,
-    )  # fmt: skip
-    await redis.sadd(REVOKED, token_id)
-    revoked = await web.page("revoked", web.join_url(room, encode_join(claims, KEYRING)))
+    # A link the clinic's system made and then revoked, through the REST API.
+    _, secret = await ApiKeys(redis).create("web test")
+    async with httpx.AsyncClient(
+        base_url=f"{web.base}/api/v1", headers={"Authorization": f"Bearer {secret}"}
+    ) as api:
+        made = await api.post("/rooms", json={})
+        assert made.status_code == 201, made.text
+        room_id = made.json()["data"]["id"]
+        issued = await api.post(
+            f"/rooms/{room_id}/links", json={"kind": "patient", "patient_id": "p-revoked"}
+        )
+        assert issued.status_code == 201, issued.text
+        cancelled = issued.json()["data"]
+        assert (await api.post(f"/links/{cancelled['id']}/revoke")).status_code == 200
+    revoked = await web.page("revoked", cancelled["url"])
     await wait_state(revoked, "s.problem === 'link_revoked'")
     assert await text(revoked, "#message-title") == "This link has been cancelled"
     await shot(revoked, "14-link-revoked")

@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from redis.asyncio import Redis
 
@@ -41,6 +40,7 @@ from signalling.hub import Hub
 from signalling.outbox import GROUP, OUTBOX, Outbox, ensure_group
 from signalling.redis_server import RedisProcess
 from tests.signalling.conftest import EPOCH, FakeClock, Node, Serve, build_settings
+from tests.smtp import SmtpServer
 from tests.support import free_port
 
 PATIENT_EMAIL = "jane.doe@example.org"
@@ -92,7 +92,7 @@ class Smtp:
 def smtp() -> Iterator[Smtp]:
     inbox = Inbox()
     port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller = SmtpServer(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
         yield Smtp(port, inbox)
@@ -198,16 +198,18 @@ async def make_appointment(
         **values,
     )
     link = ""
+    stored = Stored(appointment)
     if video:
         room = RoomId("rm_" + secrets.token_hex(6))
-        patient = await Links(ctx).issue(
+        links = Links(ctx)
+        patient = await links.issue(
             room, LinkKind.PATIENT, subject="pt_1", name=PATIENT_NAME, appointment=appointment.id
         )
+        host = await links.issue(room, LinkKind.CLINICIAN, appointment=appointment.id)
         link = patient.url
-        appointment = appointment.with_video(
-            room, video_link=link, meeting_url=f"{link}-host", now=now
-        )
-    await AppointmentStore(ctx).create(Stored(appointment))
+        appointment = appointment.with_video(room, video_link=link, meeting_url=host.url, now=now)
+        stored = Stored(appointment, patient.id, host.id)
+    await AppointmentStore(ctx).create(stored)
     return appointment, link
 
 
