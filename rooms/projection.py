@@ -4,7 +4,9 @@ no-show).
 
 `Projection` is pure and serialisable (`to_record` / `from_record`), so a projector can
 store it with the id of the last event it folded and resume from there: replaying from a
-checkpoint never counts an event twice.
+checkpoint never counts an event twice. Its room is a snapshot of the room at that event,
+which is what a node loads a room from. What it keeps per appointment is forgotten once
+the appointment is long over (`forget`), so it stays the size of the room's present.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ class Projection:
     room: Room
     seen_patient: set[AppointmentId] = field(default_factory=set)
     outcomes: dict[AppointmentId, Outcome] = field(default_factory=dict)
-    closed: set[AppointmentId] = field(default_factory=set)  # windows known to be over
+    # Windows known to be over, with when they closed.
+    closed: dict[AppointmentId, float] = field(default_factory=dict)
     sessions_completed: int = 0
 
     def apply(self, event: Event) -> None:
@@ -46,13 +49,24 @@ class Projection:
             self.outcomes.setdefault(appointment, Outcome.COMPLETED)
             self.sessions_completed += 1
 
-    def close_window(self, appointment: AppointmentId) -> Outcome:
-        """The appointment's join window is over: settle its outcome (idempotent)."""
-        self.closed.add(appointment)
+    def close_window(self, appointment: AppointmentId, at: float) -> Outcome:
+        """The appointment's join window closed ``at``: settle its outcome (idempotent)."""
+        self.closed.setdefault(appointment, at)
         if appointment not in self.outcomes:
             seen = appointment in self.seen_patient
             self.outcomes[appointment] = Outcome.COMPLETED if seen else Outcome.NO_SHOW
         return self.outcomes[appointment]
+
+    def forget(self, before: float) -> list[AppointmentId]:
+        """Drop what is kept of the appointments whose window closed before ``before``
+        (their outcome has been passed on, and nobody asks for their status any more);
+        return them."""
+        gone = [a for a, at in self.closed.items() if at < before]
+        for appointment in gone:
+            del self.closed[appointment]
+            self.outcomes.pop(appointment, None)
+            self.seen_patient.discard(appointment)
+        return gone
 
     def status(self, appointment: AppointmentId | None) -> CallStatus:
         return call_status(
@@ -66,7 +80,7 @@ class Projection:
             "room": self.room.snapshot(),
             "seen_patient": sorted(self.seen_patient),
             "outcomes": {a: o.value for a, o in sorted(self.outcomes.items())},
-            "closed": sorted(self.closed),
+            "closed": {a: at for a, at in sorted(self.closed.items())},
             "sessions_completed": self.sessions_completed,
         }
 
@@ -78,6 +92,6 @@ class Projection:
             Room.from_snapshot(record["room"]),
             seen_patient={AppointmentId(a) for a in record["seen_patient"]},
             outcomes={AppointmentId(a): Outcome(o) for a, o in record["outcomes"].items()},
-            closed={AppointmentId(a) for a in record["closed"]},
+            closed={AppointmentId(a): float(at) for a, at in record["closed"].items()},
             sessions_completed=int(record["sessions_completed"]),
         )

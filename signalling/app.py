@@ -38,6 +38,7 @@ from signalling.hub import Hub
 from signalling.projector import Projector
 from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import RedisProcess
+from signalling.retention import Retention
 from signalling.settings import Settings
 from signalling.supervisor import Supervisor
 
@@ -63,7 +64,10 @@ def create_app(
     bus = Bus(redis, node_id, clock)
     hub = Hub(redis, bus, clock)
     ctx = ApiContext(redis, settings, clock, hub)
-    projector = Projector(redis, node_id, clock, on_outcome=outcome_hook(ctx))
+    projector = Projector(
+        redis, node_id, clock, on_outcome=outcome_hook(ctx), retain=settings.retention
+    )
+    retention = Retention(redis, projector, keep=settings.retention, audit=settings.audit_retention)
     supervisor = Supervisor()
     limits = settings.limits
     gate = Gate(limits.max_unauthenticated, limits.max_unauthenticated_per_address)
@@ -151,6 +155,9 @@ def create_app(
     supervisor.every("sweep", settings.sweep_interval, _sweep(hub, settings), required=False)
     supervisor.run("delivery", lambda health: delivery_worker(ctx, node_id).run(), required=False)
     supervisor.every("booking sweep", settings.hold_sweep, repairs(ctx).sweep, required=False)
+    supervisor.every(
+        "retention", settings.retention_every, lambda: retention.run(clock()), required=False
+    )
     supervisor.every("redis watch", 1.0, watch_redis, required=False)
 
     @contextlib.asynccontextmanager

@@ -202,6 +202,11 @@ class EventLog:
             self._append.sha = await self.redis.script_load(self._append.script)
         raise NoScriptError("the append script could not be loaded")
 
+    async def last_id(self, room_id: RoomId) -> StreamId:
+        """The id of the stream's last event (EMPTY if it has none)."""
+        last: Any = await self.redis.xrevrange(events_key(room_id), count=1)
+        return _text(last[0][0]) if last else EMPTY
+
     async def names(
         self, room_id: RoomId, participants: Sequence[ParticipantId]
     ) -> dict[ParticipantId, str]:

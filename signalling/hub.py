@@ -49,7 +49,7 @@ from signalling.eventlog import (
     parse_feed,
     parse_id,
 )
-from signalling.projector import note_window, queue_change
+from signalling.projector import note_window, queue_change, read_snapshot
 from signalling.supervisor import failure
 from signalling.views import Notices, Shared, Snapshot, View, notices, updates
 from signalling.wire import Message
@@ -151,6 +151,10 @@ class Hub:
             async with entry.lock:
                 if not entry.loaded:
                     await self._follow(room_id)  # first, so no append falls in between
+                    if entry.last_id == EMPTY:
+                        # From the latest snapshot and the stream after it, never the whole
+                        # history (whose start may be trimmed: signalling.retention).
+                        entry.room, entry.last_id = await self._snapshot_of(room_id)
                     await self._catch_up(entry)
                     entry.loaded = True
                     early, entry.early = entry.early, []
@@ -161,11 +165,19 @@ class Hub:
     async def _catch_up(self, entry: _Entry) -> None:
         await self._absorb_read(entry, await self.log.read(entry.room.id, after=entry.last_id))
 
+    async def _snapshot_of(self, room_id: RoomId) -> tuple[Room, StreamId]:
+        """The room as of its latest snapshot, and the id of the last event in it (an empty
+        room before the first event, if there is no snapshot yet)."""
+        snapshot = await read_snapshot(self.redis, room_id)
+        return (Room(room_id), EMPTY) if snapshot is None else snapshot
+
     async def _absorb_read(self, entry: _Entry, batch: list[tuple[StreamId, Event]]) -> None:
         """Fold events read from the stream, with the names of the people they bring in
-        (read first: the feed carries names, a stream read does not)."""
+        and of those the fold has without a name (a room loaded from its snapshot): read
+        first, since the feed carries names and a stream read does not."""
         arrived = {e.participant for _, e in batch if e.kind is EventKind.ARRIVED}
-        missing = [p for p in arrived if p is not None and p not in entry.names]
+        unnamed = arrived | entry.room.participants.keys()
+        missing = [p for p in unnamed if p is not None and p not in entry.names]
         entry.names.update(await self.log.names(entry.room.id, missing))
         self._absorb(entry, batch)
 
@@ -175,8 +187,10 @@ class Hub:
         which is the truth, and tell everyone attached."""
         log.error("room %s: the stream lost events this node had folded; rebuilding", entry.room.id)
         # Fold aside and swap at once: the feed may fold into the entry meanwhile.
-        room, last_id = Room(entry.room.id), EMPTY
-        for stream_id, event in await self.log.read(room.id):
+        room, last_id = await self._snapshot_of(entry.room.id)
+        if parse_id(last_id) > parse_id(await self.log.last_id(room.id)):
+            room, last_id = Room(room.id), EMPTY  # the snapshot has what was lost too
+        for stream_id, event in await self.log.read(room.id, after=last_id):
             room.apply(event)
             last_id = stream_id
         missing = [p for p in room.participants if p not in entry.names]

@@ -3,7 +3,8 @@
 Keys:
 
 - ``vst:invitation:<id>``: the invitation (msgpack of `rooms.invitations.Invitation`), the
-  record the API shows. Every change is a compare-and-set on the whole record.
+  record the API shows. Every change is a compare-and-set on the whole record. Once sent or
+  failed for good it is kept `Settings.retention` (it holds the address), then expires.
 - ``vst:invitations:<appointment>``: the appointment's invitation ids, newest first.
 - ``vst:outbox``: a stream of *tickets*, one per attempt that is due; consumer group
   ``delivery``, one consumer per node, so nodes share the work and the entries a dead node
@@ -68,11 +69,16 @@ return #due
 """
 
 # Record an attempt: save the invitation if it is still what the worker read, schedule its
-# retry (if any) and acknowledge the ticket, at once.
+# retry (if any) and acknowledge the ticket, at once. A settled invitation (sent, or failed
+# for good) is kept for the retention period (ARGV[7] seconds): it holds the address.
 _RECORD = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-if ARGV[3] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[7])
+end
 redis.call('XACK', KEYS[3], ARGV[6], ARGV[5])
 return 1
 """
@@ -280,6 +286,7 @@ class Delivery:
                 repr(after.next_attempt_at) if retry else "0",
                 entry_id,
                 GROUP,
+                max(1, int(self.settings.retention)),
             ],
         )
         self.attempts += 1

@@ -11,13 +11,19 @@ compare-and-set on that id, so a room is never folded twice from the same point,
 often a change is delivered. Join windows that close (``vst:windows``, a sorted set by
 closing time) settle their appointment's outcome: completed, or no-show. An ``on_outcome``
 hook hears of each outcome once, from the consumer whose save recorded it.
+
+The projection's room is a snapshot of the room at its last event: a node loads a room
+from it and the stream's tail (`read_snapshot`), so the stream before it may be trimmed
+(`signalling.retention`). With the same save, the projector keeps the room's **audit
+trail**, ``vst:{<room>}:audit``: a sorted set, by time, of who admitted or denied whom
+and when calls started and ended (pseudonymous ids, the appointment, never names), kept
+longer than the events themselves.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -25,11 +31,12 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
+from rooms.events import Event, EventKind
 from rooms.ids import AppointmentId, RoomId
 from rooms.projection import Outcome, Projection
 from rooms.room import Room
 from rooms.status import CallStatus
-from signalling.eventlog import EMPTY, EventLog
+from signalling.eventlog import EMPTY, EventLog, StreamId
 from signalling.supervisor import failure
 
 log = logging.getLogger("vestibule.signalling.projector")
@@ -38,17 +45,40 @@ CHANGES = "vst:changes"
 GROUP = "projector"
 WINDOWS = "vst:windows"
 CHANGES_MAXLEN = 100_000
+RETENTION = "vst:retention"  # room -> when to look at what it keeps (signalling.retention)
 CLAIM_IDLE_MS = 10_000
 
 OutcomeHook = Callable[[RoomId, AppointmentId, Outcome], Awaitable[None]]
 
+# KEYS: the projection, the outcomes, the audit trail (one room's: one hash slot). ARGV:
+# the checkpoint the fold started from, the new one, the projection; then three counted
+# lists: (appointment, outcome) pairs, appointments forgotten, (time, entry) audit pairs.
 _SAVE = """
 local last = redis.call('HGET', KEYS[1], 'last')
 if (last or '0-0') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'last', ARGV[2], 'state', ARGV[3])
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+local i = 4
+for _ = 1, tonumber(ARGV[i]) do
+  redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i + 2])
+  i = i + 2
+end
+i = i + 1
+for _ = 1, tonumber(ARGV[i]) do
+  redis.call('HDEL', KEYS[2], ARGV[i + 1])
+  i = i + 1
+end
+i = i + 1
+for _ = 1, tonumber(ARGV[i]) do
+  redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[i + 2])
+  i = i + 2
+end
 return 1
 """
+
+# What the audit trail keeps: the host's decisions about people, and the calls.
+AUDITED = frozenset(
+    {EventKind.ADMITTED, EventKind.DENIED, EventKind.SESSION_STARTED, EventKind.SESSION_ENDED}
+)
 
 
 def projection_key(room_id: RoomId) -> str:
@@ -57,6 +87,10 @@ def projection_key(room_id: RoomId) -> str:
 
 def outcomes_key(room_id: RoomId) -> str:
     return f"vst:{{{room_id}}}:outcomes"
+
+
+def audit_key(room_id: RoomId) -> str:
+    return f"vst:{{{room_id}}}:audit"
 
 
 def window_member(room_id: RoomId, appointment: AppointmentId) -> str:
@@ -78,7 +112,53 @@ async def note_window(
 
 async def read_projection(redis: Redis, room_id: RoomId) -> Projection | None:
     raw: Any = await redis.hget(projection_key(room_id), "state")
-    return None if raw is None else Projection.from_record(msgpack.unpackb(raw, raw=False))
+    return None if raw is None else _projection(raw)
+
+
+async def read_snapshot(redis: Redis, room_id: RoomId) -> tuple[Room, StreamId] | None:
+    """The room as of the projection's last event, and that event's id: load the room from
+    it and the stream's events after it. None if there is no usable projection (none yet,
+    or one an older version wrote): then the whole stream, which is not trimmed before
+    there is one, is the room."""
+    raw: Any = await redis.hmget(projection_key(room_id), ["state", "last"])
+    state, last = raw
+    if state is None or last is None:
+        return None
+    try:
+        return _projection(state).room, last.decode()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _projection(raw: bytes) -> Projection:
+    return Projection.from_record(msgpack.unpackb(raw, raw=False))
+
+
+async def read_audit(redis: Redis, room_id: RoomId) -> list[dict[str, Any]]:
+    """The room's audit trail, oldest first."""
+    raw: Any = await redis.zrange(audit_key(room_id), 0, -1)
+    return [msgpack.unpackb(entry, raw=False) for entry in raw]
+
+
+def audit_entry(stream_id: StreamId, event: Event, room: Room) -> dict[str, Any]:
+    """What the audit trail keeps of ``event`` (folded into ``room`` next): who did what to
+    whom, when, in which call, for which appointment. Pseudonymous."""
+    participant = None if event.participant is None else room.participants.get(event.participant)
+    session = room.session
+    appointment = event.appointment
+    if appointment is None and participant is not None:
+        appointment = participant.appointment
+    if appointment is None and session is not None and event.session == session.id:
+        appointment = session.appointment
+    return {
+        "id": stream_id,
+        "kind": event.kind.value,
+        "at": event.at,
+        "actor": event.actor,
+        "participant": event.participant,
+        "session": event.session,
+        "appointment": appointment,
+    }
 
 
 async def read_status(
@@ -104,10 +184,14 @@ class Projector:
         *,
         claim_idle_ms: int = CLAIM_IDLE_MS,
         on_outcome: OutcomeHook | None = None,
+        retain: float | None = None,
     ) -> None:
         """``on_outcome`` is awaited after a save for each outcome that save recorded (an
-        appointment's status follows it); its failures are logged, never retried here."""
+        appointment's status follows it); its failures are logged, never retried here.
+        With ``retain`` (seconds), a room whose new events were folded is scheduled for
+        `signalling.retention` to look at once the first of them is that old."""
         self.redis = redis
+        self.retain = retain
         self.on_outcome = on_outcome
         self.claim_idle_ms = claim_idle_ms
         self.log = EventLog(redis)
@@ -121,19 +205,6 @@ class Projector:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-
-    async def run(self, block_ms: int = 1000) -> None:
-        """Project until cancelled; survives Redis restarts."""
-        backoff = 0.1
-        while True:
-            try:
-                await self.ensure_group()
-                await self.step(block_ms)
-                backoff = 0.1
-            except RedisError as exc:
-                log.warning("projector: redis unavailable (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
 
     async def step(self, block_ms: int = 0) -> int:
         """Handle one batch: claimed, new and settled; returns how many rooms were folded."""
@@ -166,44 +237,63 @@ class Projector:
 
     async def settle(self, now: float) -> int:
         """Settle the outcome of every appointment whose join window has closed."""
-        due: Any = await self.redis.zrangebyscore(WINDOWS, "-inf", now)
-        by_room: dict[RoomId, list[AppointmentId]] = {}
-        for member in due:
+        due: Any = await self.redis.zrangebyscore(WINDOWS, "-inf", now, withscores=True)
+        by_room: dict[RoomId, dict[AppointmentId, float]] = {}
+        for member, closes_at in due:
             room, _, appointment = member.decode().partition("\x00")
-            by_room.setdefault(RoomId(room), []).append(AppointmentId(appointment))
+            by_room.setdefault(RoomId(room), {})[AppointmentId(appointment)] = closes_at
         for room_id, appointments in by_room.items():
             await self.project(room_id, close=appointments)
             members = [window_member(room_id, a) for a in appointments]
             await self.redis.zrem(WINDOWS, *members)
         return len(by_room)
 
-    async def project(self, room_id: RoomId, close: Iterable[AppointmentId] = ()) -> Projection:
-        """Fold the room's new events into its projection and save it."""
+    async def project(
+        self,
+        room_id: RoomId,
+        close: Mapping[AppointmentId, float] | None = None,
+        forget_before: float | None = None,
+    ) -> Projection:
+        """Fold the room's new events into its projection and save it, with their audit
+        entries; settle the appointments of ``close`` (whose windows closed then); with
+        ``forget_before``, drop what it keeps of appointments whose windows closed before."""
         while True:
             raw: Any = await self.redis.hmget(projection_key(room_id), ["state", "last"])
             state, last_raw = raw
             last = EMPTY if last_raw is None else last_raw.decode()
-            projection = (
-                Projection(Room(room_id))
-                if state is None
-                else Projection.from_record(msgpack.unpackb(state, raw=False))
-            )
+            projection = Projection(Room(room_id))
+            if state is not None:
+                try:
+                    projection = _projection(state)
+                except (KeyError, TypeError, ValueError):  # an older version's: fold again
+                    last = EMPTY
             settled = set(projection.outcomes)
             newest = last
-            for stream_id, event in await self.log.read(room_id, after=last):
+            audit: list[Any] = []
+            events = await self.log.read(room_id, after=last)
+            for stream_id, event in events:
+                if event.kind in AUDITED:
+                    entry = audit_entry(stream_id, event, projection.room)
+                    audit += [event.at, msgpack.packb(entry, use_bin_type=True)]
                 projection.apply(event)
                 newest = stream_id
-            for appointment in close:
-                projection.close_window(appointment)
+            for appointment, closes_at in (close or {}).items():
+                projection.close_window(appointment, closes_at)
+            forgotten = [] if forget_before is None else projection.forget(forget_before)
             outcomes: list[str] = []
             for appointment, outcome in projection.outcomes.items():
                 outcomes += [appointment, outcome.value]
             record = msgpack.packb(projection.to_record(), use_bin_type=True)
+            args = [last, newest, record, len(outcomes) // 2, *outcomes, len(forgotten)]
+            args += [*forgotten, len(audit) // 2, *audit]
             saved = await self._save(
-                keys=[projection_key(room_id), outcomes_key(room_id)],
-                args=[last, newest, record, *outcomes],
+                keys=[projection_key(room_id), outcomes_key(room_id), audit_key(room_id)],
+                args=args,
             )
             if saved:
+                if events and self.retain is not None:
+                    due: dict[str, float] = {room_id: events[0][1].at + self.retain}
+                    await self.redis.zadd(RETENTION, due, lt=True)  # the earlier stands
                 await self._tell(room_id, projection, settled)
                 return projection
             # another consumer folded this room meanwhile: start again from its checkpoint

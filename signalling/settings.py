@@ -65,6 +65,7 @@ class Settings:
     # events, a link's record, an appointment's contact details, after they are over.
     retention: float = 30 * 86400.0
     audit_retention: float = 365 * 86400.0  # who admitted or denied whom, and when
+    retention_every: float = 60.0  # how often rooms due for retention are looked at
     resume_ttl: float = 12 * 3600.0  # lifetime of a resume token
     sweep_interval: float = 1.0  # how often grace periods are checked
     window_opens_before: float = DEFAULT_OPENS_BEFORE

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signalling.api import appointments, availability, booking
+from signalling.api import appointments, audit, availability, booking
 from signalling.api import invitations as invitations_api
 from signalling.api import rooms as rooms_api
 from signalling.api.context import ApiContext
@@ -19,4 +19,5 @@ def build_api(ctx: ApiContext) -> Api:
     invitations_api.register(api, ctx)
     availability.register(api, ctx)
     booking.register(api, ctx, handlers)
+    audit.register(api, ctx)
     return api

@@ -59,14 +59,14 @@ def test_a_visit_with_the_patient_that_ended_is_completed() -> None:
     assert projection.outcomes == {APPT: Outcome.COMPLETED}
     assert projection.sessions_completed == 1
     assert projection.status(APPT) is CallStatus.PATIENT_WAITING  # A is still connected
-    assert projection.close_window(APPT) is Outcome.COMPLETED
+    assert projection.close_window(APPT, 10.0) is Outcome.COMPLETED
 
 
 def test_nobody_came_and_the_window_closed_is_a_no_show() -> None:
     projection = project(visit(patient_enters=False, ends=True))
     assert projection.outcomes == {}
-    assert projection.close_window(APPT) is Outcome.NO_SHOW
-    assert projection.close_window(APPT) is Outcome.NO_SHOW  # settling twice changes nothing
+    assert projection.close_window(APPT, 10.0) is Outcome.NO_SHOW
+    assert projection.close_window(APPT, 10.0) is Outcome.NO_SHOW  # settling twice changes nothing
     assert projection.outcomes == {APPT: Outcome.NO_SHOW}
     assert projection.sessions_completed == 0
 
@@ -74,13 +74,13 @@ def test_nobody_came_and_the_window_closed_is_a_no_show() -> None:
 def test_a_call_still_running_when_the_window_closes_is_completed() -> None:
     projection = project(visit(patient_enters=True, ends=False))
     assert projection.status(APPT) is CallStatus.IN_CALL
-    assert projection.close_window(APPT) is Outcome.COMPLETED
+    assert projection.close_window(APPT, 10.0) is Outcome.COMPLETED
 
 
 def test_an_appointment_without_any_session_is_a_no_show_and_expired() -> None:
     projection = project(visit(patient_enters=False, ends=False)[:1])  # only the host came
     assert projection.status(LATER) is CallStatus.READY
-    assert projection.close_window(LATER) is Outcome.NO_SHOW
+    assert projection.close_window(LATER, 10.0) is Outcome.NO_SHOW
     assert projection.status(LATER) is CallStatus.EXPIRED
 
 
@@ -94,10 +94,10 @@ def test_calls_without_an_appointment_have_no_outcome() -> None:
 def test_resuming_from_any_checkpoint_gives_the_same_projection(ends: bool) -> None:
     events = visit(patient_enters=True, ends=ends)
     whole = project(events)
-    whole.close_window(LATER)
+    whole.close_window(LATER, 10.0)
     for cut in range(len(events) + 1):
         first = project(events[:cut])
-        first.close_window(LATER)
+        first.close_window(LATER, 10.0)
         resumed = Projection.from_record(first.to_record())
         for event in events[cut:]:
             resumed.apply(event)
@@ -114,3 +114,15 @@ def test_a_room_snapshot_restores_an_equal_room() -> None:
     assert restored.session == room.session
     assert restored.version == room.version
     assert Room.from_snapshot(Room(R).snapshot()).session is None
+
+
+def test_appointments_long_over_are_forgotten() -> None:
+    projection = project(visit(patient_enters=True, ends=True))
+    projection.close_window(APPT, 100.0)
+    projection.close_window(LATER, 200.0)
+    assert projection.forget(before=100.0) == []  # closed at 100: not before it
+    assert projection.forget(before=150.0) == [APPT]
+    assert (projection.outcomes, projection.closed) == ({LATER: Outcome.NO_SHOW}, {LATER: 200.0})
+    assert APPT not in projection.seen_patient
+    assert projection.status(APPT) is CallStatus.PATIENT_WAITING  # the room itself is kept
+    assert Projection.from_record(projection.to_record()).to_record() == projection.to_record()

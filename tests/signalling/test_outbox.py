@@ -22,7 +22,7 @@ from rooms.ids import AppointmentId, RoomId
 from rooms.invitations import Invitation, InvitationStatus
 from signalling import outbox
 from signalling.channels import Channel, DeliveryError
-from signalling.outbox import DUE, GROUP, OUTBOX, Delivery, Outbox, ensure_group
+from signalling.outbox import DUE, GROUP, OUTBOX, Delivery, Outbox, ensure_group, invitation_key
 from signalling.redis_server import RedisProcess
 from tests.signalling.conftest import FakeClock, build_settings
 
@@ -108,6 +108,9 @@ async def test_a_due_retry_is_queued_once_by_racing_workers(world: World) -> Non
     assert sum(handled) == 1
     assert channel.sent == [invitation.id, invitation.id]
     assert (await world.get(invitation)).status is InvitationStatus.SENT
+    # Settled, it is kept for the retention period (it holds the address), no longer.
+    ttl = await world.redis.ttl(invitation_key(invitation.id))
+    assert 30 * 86400 - 60 < ttl <= 30 * 86400 + 1
 
 
 async def test_a_stale_ticket_sends_nothing(world: World) -> None:

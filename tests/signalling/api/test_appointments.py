@@ -859,6 +859,19 @@ async def test_activity_keeps_to_each_appointments_own_people_and_calls(api: Api
     none = await api.call("GET", f"/appointments/{phone['id']}/activity", status=200)
     assert none["data"] == []
     assert none["meta"]["room_id"] is None
+    # The room's audit trail, kept longer than its events: both calls, and nothing else.
+    for _ in range(200):
+        audit = await api.call("GET", f"/rooms/{room}/audit", status=200)
+        if len(audit["data"]) == 4:
+            break
+        await asyncio.sleep(0.02)  # the projector writes it as it folds the events
+    assert [(e["kind"], e["appointment_id"]) for e in audit["data"]] == [
+        ("session_started", first["id"]),
+        ("session_ended", first["id"]),
+        ("session_started", second["id"]),
+        ("session_ended", second["id"]),
+    ]
+    assert "Kim" not in json.dumps(audit)
 
 
 async def test_the_projector_marks_a_no_show_once_the_window_closes(api: Api) -> None:
