@@ -59,6 +59,12 @@ def outcomes_key(room_id: RoomId) -> str:
     return f"vst:{{{room_id}}}:outcomes"
 
 
+def projected_channel(room_id: RoomId) -> str:
+    """Where the projector says that it saved a new projection of ``room_id`` (its call
+    statuses may have changed): the clinicians' consoles follow it."""
+    return f"vst:{{{room_id}}}:projected"
+
+
 def window_member(room_id: RoomId, appointment: AppointmentId) -> str:
     return f"{room_id}\x00{appointment}"
 
@@ -204,6 +210,8 @@ class Projector:
                 args=[last, newest, record, *outcomes],
             )
             if saved:
+                if newest != last or close:
+                    await self.redis.publish(projected_channel(room_id), newest)
                 await self._tell(room_id, projection, settled)
                 return projection
             # another consumer folded this room meanwhile: start again from its checkpoint
