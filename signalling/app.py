@@ -44,10 +44,12 @@ from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import RedisProcess
 from signalling.settings import Settings
 from signalling.supervisor import LoopState, Supervisor
+from signalling.webhooks import StatusEvents, Webhooks
 
 log = logging.getLogger("vestibule.signalling.app")
 LEAVE_TIMEOUT = 1.0  # seconds a stopping node tries to remove itself; else it is reaped
 PROJECTOR_BLOCK_MS = 1000  # how long one projector round waits for changes
+ESTIMATES_EVERY = 30.0  # seconds between refreshes of the waits patients are told
 
 
 def create_app(
@@ -67,7 +69,8 @@ def create_app(
     bus = Bus(redis, node_id, clock)
     hub = Hub(redis, bus, clock)
     metrics = Metrics()
-    ctx = ApiContext(redis, settings, clock, hub, Followers(redis))
+    hooks = StatusEvents(redis) if settings.events_url else None
+    ctx = ApiContext(redis, settings, clock, hub, Followers(redis, hooks))
     projector = Projector(redis, node_id, clock, on_outcome=outcome_hook(ctx))
     supervisor = Supervisor()
     limits = settings.limits
@@ -204,6 +207,14 @@ def create_app(
     supervisor.run("delivery", lambda health: delivery_worker(ctx, node_id).run(), required=False)
     supervisor.every("booking sweep", settings.hold_sweep, repairs(ctx).sweep, required=False)
     supervisor.every("redis watch", 1.0, watch_redis, required=False)
+
+    async def refresh() -> None:
+        hub.refresh()
+
+    supervisor.every("estimates", ESTIMATES_EVERY, refresh, required=False)
+    if settings.events_url:
+        webhooks = Webhooks(redis, node_id, clock, settings, metrics)
+        supervisor.run("webhooks", lambda health: webhooks.run(), required=False)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

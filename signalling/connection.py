@@ -354,6 +354,9 @@ class Connection:
             "deny": lambda room: policy.deny(room, pid, target, message.get("message"), now),
             "admit_all": lambda room: policy.admit_all(room, pid, now),
             "end": lambda room: policy.end(room, pid, now),
+            "notice": lambda room: policy.notify(
+                room, pid, message.get("text", ""), now, target or None
+            ),
             "leave": lambda room: room.leave(pid, now),
         }
         return commands[kind]
