@@ -39,6 +39,10 @@ SYSTEM_PACKAGES: dict[str, str] = {
 }
 
 PYTEST_NO_TESTS_COLLECTED = 5  # pytest.ExitCode.NO_TESTS_COLLECTED
+# The accessibility checker the browser tests inject into the pages (tests/web), from npm.
+AXE = "axe-core@4.14.1"
+NODE_PREFIX = VENV / "node"
+AXE_SCRIPT = NODE_PREFIX / "node_modules" / "axe-core" / "axe.min.js"
 
 
 def log(message: str) -> None:
@@ -124,6 +128,18 @@ def ensure_system_packages() -> None:
     check(["apt-get", "-q", "install", "-y", "--no-install-recommends", *missing], apt_env)
 
 
+def ensure_axe() -> None:
+    """Install axe-core (pinned) into the venv for the browser tests, if npm is there."""
+    if AXE_SCRIPT.exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        log("npm is missing: the accessibility checks of tests/web will report it")
+        return
+    log(f"installing {AXE} for the accessibility checks")
+    check([npm, "install", "--prefix", NODE_PREFIX, "--no-audit", "--no-fund", "--silent", AXE])
+
+
 def serve(args: list[str]) -> int:
     ensure_venv("runtime")
     vestibule = VENV_BIN / "vestibule"
@@ -141,6 +157,7 @@ CHECKS: list[list[str]] = [
 def test(args: list[str]) -> int:
     ensure_venv()
     ensure_system_packages()
+    ensure_axe()
     pytest = ["pytest", "--cov", "--cov-report=term-missing:skip-covered", *args]
     for cmd in [*CHECKS, pytest]:
         print(f"==> {' '.join(cmd)}", flush=True)

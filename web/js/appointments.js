@@ -61,7 +61,7 @@ const FILTERS = {
   cancelled: ["Cancelled", (a) => a.status === "cancelled"],
 };
 const INVITATION = { sent: "Sent", pending: "Pending", failed: "Failed" };
-const BY = { patient: "the patient", clinician: "you", api: "the clinic's system", system: "the system" };
+const BY = { patient: "the patient", clinician: "the clinician", api: "the clinic's system", system: "the system" };
 
 function roleName(role) {
   return { host: "Clinician", patient: "Patient", guest: "Guest" }[role] || "Participant";
