@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -280,20 +279,11 @@ class _Console:
 
     async def complete(self, call: Call) -> Response:
         schemas.ACTION.validate(await call.json())
-
-        async def decide(stored: Stored, now: float) -> Stored:
-            return replace(stored, appointment=stored.appointment.complete(now))
-
-        return await self._act(call, "completed", decide)
+        return await self._act(call, "completed", self.appointments.completed)
 
     async def no_show(self, call: Call) -> Response:
         schemas.ACTION.validate(await call.json())
-
-        async def decide(stored: Stored, now: float) -> Stored:
-            a = stored.appointment
-            return replace(stored, appointment=a.no_show(now, self.appointments.window(a)))
-
-        return await self._act(call, "no_show", decide)
+        return await self._act(call, "no_show", self.appointments.missed)
 
     async def _act(
         self, call: Call, action: str, decide: Callable[[Stored, float], Awaitable[Stored]]
