@@ -111,12 +111,16 @@ async def test_every_event_of_a_visit_arrives_once_in_order_across_a_node_kill(
         await back.end()
         await patient.expect("ended")
         await patient.leave()
+        # The room saw the call: the projector completes the appointment by itself; the
+        # clinic's system may get there first. Either way, one completed event.
         done = await http.post(
             f"http://127.0.0.1:{survivor.port}/api/v1/appointments/{appointment['id']}/complete"
         )
-        assert done.status_code == 200, done.text
-        await back.close()
-        await host.close()
+        assert done.status_code in (200, 409), done.text
+        if done.status_code == 409:
+            assert done.json()["error"]["details"]["current_status"] == "completed"
+        for client in (back, host, patient):
+            await client.close()
 
     expected = [
         "appointment.booked",
