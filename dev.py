@@ -5,8 +5,10 @@
     python3 dev.py test [pytest args...]   format check, lint, types, import contracts, tests
     python3 dev.py fmt [paths...]          auto-fix lint, then format
 
-Every command first makes sure .venv exists and has the project installed (`-e .[dev]`); the
-install is skipped while pyproject.toml is unchanged since the last one.
+Every command first makes sure .venv exists and has the project installed: `serve` only what a
+node needs (`-e .`), `test` and `fmt` the development tools too (`-e .[dev]`). An install is
+skipped while pyproject.toml is unchanged since the last one of that kind (or of the dev kind,
+which holds everything the runtime one does).
 """
 
 # Keeps the annotations below lazy, so Python < 3.11 gets the version message in main()
@@ -25,8 +27,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 VENV_BIN = VENV / "bin"
 VENV_PYTHON = VENV_BIN / "python"
-# Holds the sha256 of the pyproject.toml last installed into the venv; dies with the venv.
-STAMP = VENV / ".dev-py-pyproject.sha256"
+# What each kind of install puts in the venv: the node alone, or the node and the dev tools.
+INSTALLS: dict[str, str] = {"runtime": ".", "dev": ".[dev]"}
 
 # Executables the tests need -> Debian package providing them. A name without "/" is looked
 # up on PATH. Missing ones are installed with apt-get when we are root.
@@ -37,6 +39,10 @@ SYSTEM_PACKAGES: dict[str, str] = {
 }
 
 PYTEST_NO_TESTS_COLLECTED = 5  # pytest.ExitCode.NO_TESTS_COLLECTED
+# The accessibility checker the browser tests inject into the pages (tests/web), from npm.
+AXE = "axe-core@4.14.1"
+NODE_PREFIX = VENV / "node"
+AXE_SCRIPT = NODE_PREFIX / "node_modules" / "axe-core" / "axe.min.js"
 
 
 def log(message: str) -> None:
@@ -62,18 +68,33 @@ def check(cmd: Sequence[str | Path], env: Mapping[str, str] | None = None) -> No
         raise SystemExit(code)
 
 
-def ensure_venv() -> None:
+def stamp(kind: str) -> Path:
+    """Holds the sha256 of the pyproject.toml last installed as ``kind``; dies with the venv."""
+    return VENV / f".dev-py-{kind}.sha256"
+
+
+def installed(kind: str, digest: str) -> bool:
+    """Whether the venv holds ``kind`` for this pyproject.toml (a dev install holds all)."""
+    kinds = [kind] if kind == "dev" else [kind, "dev"]
+    return VENV_PYTHON.exists() and any(
+        stamp(k).exists() and stamp(k).read_text().strip() == digest for k in kinds
+    )
+
+
+def ensure_venv(kind: str = "dev") -> None:
+    """Make sure .venv exists and holds the ``kind`` install (see INSTALLS)."""
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if VENV_PYTHON.exists() and STAMP.exists() and STAMP.read_text().strip() == digest:
+    if installed(kind, digest):
         return
     if not VENV_PYTHON.exists():  # absent, or a dangling link to a removed interpreter
         log(f"creating {VENV}")
         if run([sys.executable, "-m", "venv", "--clear", VENV]) != 0:
             log("cannot create the venv (on Debian/Ubuntu: apt-get install python3-venv)")
             raise SystemExit(1)
-    STAMP.unlink(missing_ok=True)  # a failed install must not look installed
-    log("installing the project into .venv (pyproject.toml changed or first run)")
-    editable = ["install", "-e", ".[dev]"]
+    for old in INSTALLS:
+        stamp(old).unlink(missing_ok=True)  # a failed install must not look installed
+    log(f"installing the project into .venv ({kind}: pyproject.toml changed or first run)")
+    editable = ["install", "-e", INSTALLS[kind]]
     uv = shutil.which("uv")
     # uv is ~10x faster than pip; fall back to pip if it fails (uv ignores pip's config,
     # e.g. local wheel mirrors an offline machine may depend on).
@@ -81,7 +102,7 @@ def ensure_venv() -> None:
         if uv is not None:
             log("uv failed; retrying with pip")
         check([VENV_PYTHON, "-m", "pip", *editable])
-    STAMP.write_text(digest + "\n")
+    stamp(kind).write_text(digest + "\n")
 
 
 def ensure_system_packages() -> None:
@@ -107,8 +128,20 @@ def ensure_system_packages() -> None:
     check(["apt-get", "-q", "install", "-y", "--no-install-recommends", *missing], apt_env)
 
 
+def ensure_axe() -> None:
+    """Install axe-core (pinned) into the venv for the browser tests, if npm is there."""
+    if AXE_SCRIPT.exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        log("npm is missing: the accessibility checks of tests/web will report it")
+        return
+    log(f"installing {AXE} for the accessibility checks")
+    check([npm, "install", "--prefix", NODE_PREFIX, "--no-audit", "--no-fund", "--silent", AXE])
+
+
 def serve(args: list[str]) -> int:
-    ensure_venv()
+    ensure_venv("runtime")
     vestibule = VENV_BIN / "vestibule"
     os.execve(vestibule, [str(vestibule), "serve", *args], venv_env())
 
@@ -124,6 +157,7 @@ CHECKS: list[list[str]] = [
 def test(args: list[str]) -> int:
     ensure_venv()
     ensure_system_packages()
+    ensure_axe()
     pytest = ["pytest", "--cov", "--cov-report=term-missing:skip-covered", *args]
     for cmd in [*CHECKS, pytest]:
         print(f"==> {' '.join(cmd)}", flush=True)

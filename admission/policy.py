@@ -50,6 +50,7 @@ from rooms.roles import Role
 from rooms.room import Room
 
 MAX_NAME_LENGTH = 80
+MAX_NOTICE_LENGTH = 200  # the host's message to the waiting room ("running 10 minutes late")
 DEFAULT_HOST_ABSENCE = 180.0  # seconds without a host in the call before it ends by itself
 
 
@@ -118,6 +119,28 @@ def display_name(role: Role, token_name: str | None, given: str | None) -> str |
     if role is Role.GUEST:
         raise NameRequired("a guest must give a display name to join")
     return None
+
+
+def notice_text(text: str) -> str:
+    """The host's message as it is kept and shown: control and format characters (Unicode
+    category C) dropped, runs of whitespace made one space, the ends trimmed, at most
+    `MAX_NOTICE_LENGTH` characters. "" takes a notice back."""
+    kept = "".join(" " if ch.isspace() else ch for ch in text if ch.isspace() or not _control(ch))
+    return " ".join(kept.split())[:MAX_NOTICE_LENGTH]
+
+
+def _control(ch: str) -> bool:
+    return unicodedata.category(ch).startswith("C")
+
+
+def notify(
+    room: Room, actor: ParticipantId, text: str, now: float, to: ParticipantId | None = None
+) -> list[Event]:
+    """The host leaves a message for everyone in the room (``to`` None) or for one
+    participant, shown to them until it is replaced (by the next one for the same people);
+    "" takes it back. Only the host may."""
+    _require_host(room, actor, "send a notice")
+    return room.notify(actor, notice_text(text), now, to)
 
 
 def arrive(

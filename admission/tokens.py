@@ -54,12 +54,15 @@ __all__ = [
     "MAX_TOKEN_LENGTH",
     "MIN_SECRET_BYTES",
     "VERSION",
+    "ConsoleClaims",
     "JoinClaims",
     "KeyRing",
     "ResumeClaims",
     "TokenKind",
+    "decode_console",
     "decode_join",
     "decode_resume",
+    "encode_console",
     "encode_join",
     "encode_resume",
     "new_secret",
@@ -79,10 +82,12 @@ _SIG_BYTES: Final = hashlib.sha256().digest_size
 
 
 class TokenKind(enum.Enum):
-    """What a token is for: JOIN admits to a room's waiting flow; RESUME rejoins a session."""
+    """What a token is for: JOIN admits to a room's waiting flow; RESUME rejoins a session;
+    CONSOLE is a clinician's console session (the REST operations of the console)."""
 
     JOIN = "join"
     RESUME = "resume"
+    CONSOLE = "console"
 
 
 def new_secret() -> bytes:
@@ -241,6 +246,28 @@ class ResumeClaims:
         _check_period(self.not_before, self.expires_at)
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConsoleClaims:
+    """What a console session grants: the console operations of one ``clinician`` (the
+    clinic's id for them, which their persistent ``room`` follows from), within its validity
+    period. Issued in exchange for a clinician's join link; construction validates like
+    :class:`JoinClaims`."""
+
+    clinician: str
+    room: RoomId
+    name: str | None = None
+    not_before: float
+    expires_at: float
+    token_id: str
+
+    def __post_init__(self) -> None:
+        _check_text("clinician", self.clinician)
+        _check_text("room", self.room)
+        _check_optional_text("name", self.name)
+        _check_text("token_id", self.token_id)
+        _check_period(self.not_before, self.expires_at)
+
+
 # --- wire form ---------------------------------------------------------------------------
 
 # Short payload keys. Every field is always present (null when unset), so "missing" is
@@ -271,6 +298,16 @@ _RESUME_FIELDS: Final = {
 }
 
 
+_CONSOLE_FIELDS: Final = {
+    "clinician": "cli",
+    "room": "rm",
+    "name": "nm",
+    "not_before": "nbf",
+    "expires_at": "exp",
+    "token_id": "jti",
+}
+
+
 def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -294,7 +331,10 @@ def _signature(secret: bytes, signing_input: str) -> bytes:
 
 
 def _encode(
-    kind: TokenKind, claims: JoinClaims | ResumeClaims, names: Mapping[str, str], keyring: KeyRing
+    kind: TokenKind,
+    claims: JoinClaims | ResumeClaims | ConsoleClaims,
+    names: Mapping[str, str],
+    keyring: KeyRing,
 ) -> str:
     fields: dict[str, object] = {_KIND_KEY: kind.value}
     for name, key in names.items():
@@ -328,6 +368,11 @@ def encode_resume(claims: ResumeClaims, keyring: KeyRing) -> str:
     Raises ValueError past :data:`MAX_TOKEN_LENGTH`, like :func:`encode_join`.
     """
     return _encode(TokenKind.RESUME, claims, _RESUME_FIELDS, keyring)
+
+
+def encode_console(claims: ConsoleClaims, keyring: KeyRing) -> str:
+    """Sign ``claims`` and return the session token (ValueError past the length limit)."""
+    return _encode(TokenKind.CONSOLE, claims, _CONSOLE_FIELDS, keyring)
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -504,6 +549,27 @@ def decode_resume(token: str, keyring: KeyRing, now: float, *, leeway: float = 0
             role=_field(f, "role", _as_role),
             name=_optional(f, "name", _as_str),
             appointment=_optional(f, "appointment", _as_appointment),
+            not_before=_field(f, "not_before", _as_float),
+            expires_at=_field(f, "expires_at", _as_float),
+            token_id=_field(f, "token_id", _as_str),
+        )
+    )
+    _check_validity(claims.not_before, claims.expires_at, now, leeway)
+    return claims
+
+
+def decode_console(
+    token: str, keyring: KeyRing, now: float, *, leeway: float = 0.0
+) -> ConsoleClaims:
+    """Verify a console session token and return its claims, valid at ``now``; raise a
+    :class:`~admission.errors.TokenError` (a join or resume token is a WrongTokenKind)."""
+    _check_clock(now, leeway)
+    f = _signed_fields(token, keyring, TokenKind.CONSOLE, _CONSOLE_FIELDS)
+    claims = _claims(
+        lambda: ConsoleClaims(
+            clinician=_field(f, "clinician", _as_str),
+            room=RoomId(_field(f, "room", _as_str)),
+            name=_optional(f, "name", _as_str),
             not_before=_field(f, "not_before", _as_float),
             expires_at=_field(f, "expires_at", _as_float),
             token_id=_field(f, "token_id", _as_str),

@@ -15,6 +15,10 @@ minutes to confirm it (`hold`); it is then confirmed, or it expires (``expired``
 cancelled (the patient gives it up). A held appointment cannot be completed, marked a
 no-show or updated, since its slot is only lent. Cancelling, completing, marking a no-show,
 confirming and expiring are actions; `update` never touches the status.
+A remote appointment is over video unless it names another channel (seed 000: a remote
+video appointment gets its room): ``is_remote`` without a ``remote_channel`` means video, at
+booking and when an update makes an appointment remote; a phone appointment names
+``RemoteChannel.PHONE``.
 A no-show may only be recorded once the join window is over (seed 001), because until then
 the patient may still come. What the room saw (`rooms.projection.Outcome`) is applied with
 `apply_outcome`, which leaves an appointment that is no longer active as it is.
@@ -287,7 +291,9 @@ class Appointment:
     def update(self, changes: Mapping[str, Any], now: float) -> Appointment:
         """The appointment with ``changes`` (names of `UPDATABLE` fields) applied.
 
-        Setting ``is_remote`` to false without naming ``remote_channel`` clears the channel.
+        Setting ``is_remote`` to false without naming ``remote_channel`` clears the channel;
+        setting it to true without one (or with ``remote_channel`` None) makes it video,
+        unless it already has a channel.
         The times of an appointment that is no longer active cannot move; a held one cannot
         change at all (its slot is only lent until it is confirmed)."""
         if self.status is AppointmentStatus.HELD:
@@ -316,7 +322,7 @@ class Appointment:
         merged = dict(changes)
         if merged.get("is_remote") is False and "remote_channel" not in merged:
             merged["remote_channel"] = None
-        updated = replace(self, **merged, updated_at=now)
+        updated = _remote_default(replace(self, **merged, updated_at=now))
         _check(updated)
         return updated
 
@@ -429,7 +435,14 @@ def book(
         **optional,
     )
     _check(appointment)
-    return appointment
+    return _remote_default(appointment)
+
+
+def _remote_default(a: Appointment) -> Appointment:
+    """A remote appointment that names no channel is a video one."""
+    if a.is_remote and a.remote_channel is None:
+        return replace(a, remote_channel=RemoteChannel.VIDEO)
+    return a
 
 
 def hold(

@@ -35,6 +35,7 @@ class EventKind(enum.Enum):
     SESSION_ENDED = "session_ended"
     DISCONNECTED = "disconnected"  # connection lost; the place is kept for a grace period
     RECONNECTED = "reconnected"
+    NOTICE = "notice"  # the host's message to the waiting room, or to one participant
 
 
 class WaitReason(enum.Enum):
@@ -75,7 +76,9 @@ class Event:
     - KNOCKED: ``reason``; exits, departures and SESSION_ENDED: ``cause`` (None on a
       SESSION_ENDED means the host ended the call); DENIED: ``message``;
     - session and call events: ``session``; SESSION_STARTED: ``appointment``,
-      ``capacity`` and ``closes_at`` (when the appointment's join window closes).
+      ``capacity`` and ``closes_at`` (when the appointment's join window closes);
+    - NOTICE: ``message``, the host's words ("" takes the notice back), for ``participant``
+      alone or, without one, for everyone; it is the clinician's text, not patient data.
     """
 
     kind: EventKind
@@ -161,6 +164,7 @@ _REQUIRED: dict[EventKind, set[str]] = {
     EventKind.SESSION_STARTED: {"session", "capacity"},
     EventKind.SESSION_ENDED: set(),
     EventKind.ARRIVED: {"participant", "role"},
+    EventKind.NOTICE: {"message"},
 }
 
 

@@ -85,3 +85,13 @@ class Session:
     @property
     def active(self) -> bool:
         return self.ended_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """The host's message as the room keeps it: its text, when it was sent, and the room's
+    version when it was (which of two notices is the newer)."""
+
+    text: str
+    at: float
+    version: int

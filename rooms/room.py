@@ -24,7 +24,7 @@ from typing import Any
 from rooms.errors import InvalidState, SessionNotStarted, UnknownParticipant
 from rooms.events import Event, EventKind, ExitCause, WaitReason
 from rooms.ids import AppointmentId, ParticipantId, RoomId, SessionId
-from rooms.participants import NO_BOOKING, Booking, Participant, Session, Stage
+from rooms.participants import NO_BOOKING, Booking, Notice, Participant, Session, Stage
 from rooms.roles import Role
 
 K = EventKind
@@ -47,6 +47,8 @@ class Room:
         self._present: Counter[AppointmentId | None] = Counter()  # patients and guests
         # Appointments whose call ended, with when (the latest ENDED_KEPT, oldest first).
         self._ended: dict[AppointmentId | None, float] = {}
+        self.notice: Notice | None = None  # the host's message to everyone, until replaced
+        self._notices: dict[ParticipantId, Notice] = {}  # ...and to one participant
 
     def clone(self) -> Room:
         """An independent copy to try a command on (participants are immutable values, so
@@ -61,6 +63,8 @@ class Room:
         other._absent = self._absent
         other._present = self._present.copy()
         other._ended = dict(self._ended)
+        other.notice = self.notice
+        other._notices = dict(self._notices)
         return other
 
     def snapshot(self) -> dict[str, Any]:
@@ -83,6 +87,11 @@ class Room:
             ],
             "queue": list(self._queue),
             "ended": [[appointment, at] for appointment, at in self._ended.items()],
+            "notices": [
+                [pid, n.text, n.at, n.version]
+                for pid, n in [(None, self.notice), *self._notices.items()]
+                if n is not None
+            ],
         }  # fmt: skip
 
     @classmethod
@@ -112,6 +121,11 @@ class Room:
             )  # fmt: skip
         room._queue = {ParticipantId(pid): None for pid in data["queue"]}
         room._ended = {appointment: float(at) for appointment, at in data["ended"]}
+        for pid, text, at, version in data.get("notices", ()):  # none in older snapshots
+            if pid is None:
+                room.notice = Notice(text, at, version)
+            else:
+                room._notices[ParticipantId(pid)] = Notice(text, at, version)
         return room
 
     # -- queries -------------------------------------------------------------------------
@@ -164,6 +178,14 @@ class Room:
         if appointment is None:
             return self._present.total()
         return self._present[appointment]
+
+    def notice_for(self, pid: ParticipantId) -> Notice | None:
+        """The host's latest message that ``pid`` is to see: the newer of the one to
+        everyone and the one to it alone."""
+        own = self._notices.get(pid)
+        if own is None or (self.notice is not None and self.notice.version > own.version):
+            return self.notice
+        return own
 
     def ended(self, appointment: AppointmentId | None) -> bool:
         """Whether a call for ``appointment`` (None: an ad-hoc call) has ended here (among
@@ -355,6 +377,16 @@ class Room:
             Event(K.DEPARTED, now, actor=actor, participant=pid, cause=cause)
         )
 
+    def notify(
+        self, actor: ParticipantId, text: str, now: float, to: ParticipantId | None = None
+    ) -> list[Event]:
+        """``actor`` leaves a message (``text``; "" takes it back) for ``to`` or, without
+        one, for everyone; it replaces the previous one for the same people."""
+        self.get(actor)
+        if to is not None:
+            self.get(to)
+        return self._emit(Event(K.NOTICE, now, actor=actor, participant=to, message=text))
+
     def disconnect(
         self, pid: ParticipantId, now: float, connection: str | None = None
     ) -> list[Event]:
@@ -391,6 +423,16 @@ class Room:
                 host_away_since=None if self._hosts_in_call else event.at,
             )  # fmt: skip
             return
+        if event.kind is K.NOTICE:
+            assert event.message is not None
+            notice = Notice(event.message, event.at, self.version) if event.message else None
+            if pid is None:
+                self.notice = notice
+            elif notice is None:
+                self._notices.pop(pid, None)
+            else:
+                self._notices[pid] = notice
+            return
         if event.kind is K.SESSION_ENDED:
             assert self.session is not None
             self.session = replace(
@@ -416,6 +458,7 @@ class Room:
         elif event.kind is K.DEPARTED:
             self._forget(pid, event.at)
             self._queue.pop(pid, None)
+            self._notices.pop(pid, None)
         elif event.kind is K.KNOCKED:
             self._set(pid, event.at, stage=Stage.WAITING, knocked_at=event.at)
             self._queue[pid] = None

@@ -13,7 +13,9 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -23,11 +25,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from rooms.participants import Stage
 from signalling.api.app import build_api
 from signalling.api.appointment_store import outcome_hook
 from signalling.api.booking_repair import repairs
 from signalling.api.context import ApiContext
 from signalling.api.envelope import unrouted
+from signalling.api.followers import Followers
 from signalling.api.invitations import delivery_worker
 from signalling.api.links import migrate_revocations
 from signalling.bus import Bus, new_node_id
@@ -35,16 +39,19 @@ from signalling.client_socket import ClientSocket
 from signalling.connection import Connection
 from signalling.gate import Gate
 from signalling.hub import Hub
+from signalling.metrics import CONTENT_TYPE, Metrics, gauge, labelled
 from signalling.projector import Projector
 from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import RedisProcess
 from signalling.retention import Retention
 from signalling.settings import Settings
-from signalling.supervisor import Supervisor
+from signalling.supervisor import LoopState, Supervisor
+from signalling.webhooks import StatusEvents, Webhooks
 
 log = logging.getLogger("vestibule.signalling.app")
 LEAVE_TIMEOUT = 1.0  # seconds a stopping node tries to remove itself; else it is reaped
 PROJECTOR_BLOCK_MS = 1000  # how long one projector round waits for changes
+ESTIMATES_EVERY = 30.0  # seconds between refreshes of the waits patients are told
 
 
 def create_app(
@@ -63,7 +70,9 @@ def create_app(
     node_id = new_node_id()
     bus = Bus(redis, node_id, clock)
     hub = Hub(redis, bus, clock)
-    ctx = ApiContext(redis, settings, clock, hub)
+    metrics = Metrics()
+    hooks = StatusEvents(redis) if settings.events_url else None
+    ctx = ApiContext(redis, settings, clock, hub, Followers(redis, hooks))
     projector = Projector(
         redis, node_id, clock, on_outcome=outcome_hook(ctx), retain=settings.retention
     )
@@ -77,7 +86,8 @@ def create_app(
         socket = ClientSocket(
             receive, send, backlog=settings.limits.outbox, on_authenticated=lambda: gate.leave(peer)
         )
-        connection = Connection(socket, hub, settings, clock)
+        connection = Connection(socket, hub, settings, clock, metrics)
+        connections.add(connection)
         try:
             await connection.run()
         except asyncio.CancelledError:
@@ -87,7 +97,53 @@ def create_app(
             # heartbeat is stale. The task ends here, quietly: a stop is not a crash.
             log.warning("stopped before %s had left %s", connection.pid, connection.room_id)
         finally:
+            connections.discard(connection)
             gate.leave(peer)
+
+    connections: set[Connection] = set()
+
+    def readings() -> list[Any]:
+        """What /metrics reads at each scrape: nothing of it costs anything in between."""
+        joined = [c for c in connections if c.claims is not None]
+        waiting = 0
+        for c in joined:
+            room = hub.peek(c.room_id)
+            known = None if room is None else room.participants.get(c.pid)
+            waiting += known is not None and known.stage is Stage.WAITING
+        loops = supervisor.status()
+        return [
+            gauge("vestibule_connections", "WebSocket connections joined to a room.", len(joined)),
+            gauge(
+                "vestibule_waiting_participants",
+                "Participants connected to this node who are in a waiting room.",
+                waiting,
+            ),
+            gauge(
+                "vestibule_unauthenticated_connections",
+                "Connections accepted that have not authenticated yet.",
+                gate.count,
+            ),
+            labelled(
+                CounterMetricFamily, "vestibule_loop_restarts",
+                "Restarts of each background loop.", "loop",
+                {name: loop.restarts for name, loop in loops.items()},
+            ),
+            labelled(
+                GaugeMetricFamily, "vestibule_loop_up",
+                "1 while a background loop runs and is not failing.", "loop",
+                {name: float(loop.state is LoopState.UP) for name, loop in loops.items()},
+            ),
+            CounterMetricFamily(
+                "vestibule_loop_redis_errors",
+                "Rounds of periodic background work that Redis failed.",
+                value=supervisor.redis_errors,
+            ),
+        ]  # fmt: skip
+
+    metrics.watch(readings)
+
+    async def scrape(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "node": node_id})
@@ -160,6 +216,14 @@ def create_app(
     )
     supervisor.every("redis watch", 1.0, watch_redis, required=False)
 
+    async def refresh() -> None:
+        hub.refresh()
+
+    supervisor.every("estimates", ESTIMATES_EVERY, refresh, required=False)
+    if settings.events_url:
+        webhooks = Webhooks(redis, node_id, clock, settings, metrics)
+        supervisor.run("webhooks", lambda health: webhooks.run(), required=False)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         supervisor.start()
@@ -181,10 +245,11 @@ def create_app(
                     await bus.leave()
             await redis.aclose()
 
-    api = build_api(ctx)
+    api = build_api(ctx, metrics)
     routes: list[BaseRoute] = [
         Route("/healthz", health),
         Route("/readyz", ready),
+        Route("/metrics", scrape),
         Mount("/api/v1", routes=api.routes()),
     ]
     web = settings.web_dir
@@ -221,6 +286,7 @@ def create_app(
     app.state.supervisor = supervisor
     app.state.gate = gate
     app.state.api = api
+    app.state.metrics = metrics
     return app
 
 

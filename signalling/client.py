@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from signalling.wire import Codec, Message
 
-STATE_TYPES = frozenset({"status", "waiting", "roster", "waiting_list"})
+STATE_TYPES = frozenset({"status", "waiting", "roster", "waiting_list", "notice"})
 
 
 class ClientError(Exception):
@@ -146,6 +146,13 @@ class Client:
 
     async def end(self) -> str:
         return await self.request("end")
+
+    async def notice(self, text: str, participant_id: str | None = None) -> str:
+        """(Host) leave a message for everyone waiting, or for one participant: shown to
+        them until replaced; "" takes it back."""
+        if participant_id is None:
+            return await self.request("notice", text=text)
+        return await self.request("notice", text=text, participant_id=participant_id)
 
     async def leave(self) -> str:
         return await self.request("leave")

@@ -52,6 +52,7 @@ from signalling.errors import (
 )
 from signalling.hub import Command, Hub
 from signalling.ice import ice_servers_for
+from signalling.metrics import Metrics
 from signalling.settings import Settings
 from signalling.views import View, call_status_for, frame
 from signalling.wire import Codec, Message, decode, error
@@ -74,6 +75,8 @@ CLOSE_TRY_AGAIN = 1013
 IDLE_LATE = 0.05  # seconds: an idle check that runs later than this saw a stalled loop
 TOKEN_LEEWAY = 5.0  # seconds of clock skew tolerated between the link's issuer and us
 JOIN_NOW = "join_now"  # hello feature: the client confirms its own entry (Join now button)
+# Commands that may let someone into the call: their waits are measured (Metrics.admitted).
+ADMITTING = frozenset({"start", "admit", "admit_all", "join", "knock"})
 
 Handled = (SignallingError, AdmissionError, RoomError)
 
@@ -97,9 +100,15 @@ class Connection:
     """Serve one client. Create it per WebSocket and await `run`."""
 
     def __init__(
-        self, socket: ClientSocket, hub: Hub, settings: Settings, clock: Callable[[], float]
+        self,
+        socket: ClientSocket,
+        hub: Hub,
+        settings: Settings,
+        clock: Callable[[], float],
+        metrics: Metrics | None = None,
     ) -> None:
         self.socket = socket
+        self.metrics = metrics or Metrics()
         self.hub = hub
         self.settings = settings
         self.limits = settings.limits
@@ -222,12 +231,15 @@ class Connection:
                         return False
                     except RedisError:
                         log.warning("refused a hello: redis unavailable")
+                        self.metrics.redis_command.inc()
                         await self._refuse(_unavailable(), CLOSE_TRY_AGAIN, ref)
                         return False
                     except Handled as exc:
                         ref = getattr(exc, "ref", None) if ref is None else ref
+                        self.metrics.errors.labels(exc.code).inc()
                         await self._send_now(error(exc.code, exc.message, exc.details, ref))
         except TimeoutError:
+            self.metrics.refusals.labels("hello_timeout").inc()
             with suppress(OSError, RuntimeError):
                 await self._send_now(
                     error("hello_timeout", f"no hello within {self.limits.hello_timeout:g} seconds")
@@ -239,6 +251,7 @@ class Connection:
 
     async def _refuse(self, exc: SignallingError | AdmissionError, code: int, ref: object) -> None:
         log.info("refused a hello: %s", exc.code)
+        self.metrics.refusals.labels(exc.code).inc()
         with suppress(OSError, RuntimeError):
             await self._send_now(error(exc.code, exc.message, exc.details, ref))
         await self.socket.close(code, exc.code)
@@ -277,9 +290,11 @@ class Connection:
             await self._handle(message)
         except Handled as exc:
             ref = getattr(exc, "ref", None) if ref is None else ref
+            self.metrics.errors.labels(exc.code).inc()
             self.deliver(error(exc.code, exc.message, exc.details, ref))
         except RedisError:
             log.warning("could not handle a message from %s: redis unavailable", self.pid)
+            self.metrics.redis_command.inc()
             down = _unavailable()
             self.deliver(error(down.code, down.message, down.details, ref))
         except Exception:  # never crash on input, never show a trace to the client
@@ -293,15 +308,27 @@ class Connection:
         pid, now, hub, room_id = self.pid, self.clock(), self.hub, self.room_id
         if kind == "ping":
             self.deliver({"type": "pong"})
-        elif kind in ("offer", "answer"):
-            to = ParticipantId(message["to"])
-            await hub.relay(room_id, pid, to, {"type": kind, "from": pid, "sdp": message["sdp"]})
         elif kind == "candidate":
             to = ParticipantId(message["to"])
             relayed = {"type": "candidate", "from": pid, "candidate": message["candidate"]}
             await hub.relay(room_id, pid, to, relayed)
+            self.metrics.relayed_candidate.inc()
+        elif kind == "offer":
+            to = ParticipantId(message["to"])
+            await hub.relay(room_id, pid, to, {"type": kind, "from": pid, "sdp": message["sdp"]})
+            self.metrics.relayed_offer.inc()
+        elif kind == "answer":
+            to = ParticipantId(message["to"])
+            await hub.relay(room_id, pid, to, {"type": kind, "from": pid, "sdp": message["sdp"]})
+            self.metrics.relayed_answer.inc()
         elif kind == "hello":
             raise DuplicateHello("hello was already accepted on this connection")
+        elif kind in ADMITTING:
+            # When each waiting person knocked, to measure the wait of those this lets in.
+            before = hub.peek(room_id)
+            knocked = {} if before is None else {p.id: p.knocked_at for p in before.waiting()}
+            events = await hub.execute(room_id, self._command(kind, message, now))
+            self.metrics.admitted({p: at for p, at in knocked.items() if at is not None}, events)
         else:
             await hub.execute(room_id, self._command(kind, message, now))
 
@@ -327,6 +354,9 @@ class Connection:
             "deny": lambda room: policy.deny(room, pid, target, message.get("message"), now),
             "admit_all": lambda room: policy.admit_all(room, pid, now),
             "end": lambda room: policy.end(room, pid, now),
+            "notice": lambda room: policy.notify(
+                room, pid, message.get("text", ""), now, target or None
+            ),
             "leave": lambda room: room.leave(pid, now),
         }
         return commands[kind]
@@ -392,6 +422,7 @@ class Connection:
             welcome=lambda room: self.deliver(self._welcome(room, resumed=present, now=now)),
             name=name,
         )
+        self.metrics.hellos.inc()
         log.info("%s joined %s as %s", pid, room_id, claims.role.value)
 
     def _participant_id(self, claims: JoinClaims) -> ParticipantId:

@@ -669,6 +669,15 @@ class Hub:
                         "denied by the host" if denied else "left the room",
                     )
 
+    def refresh(self) -> int:
+        """Tell everyone attached what changes with the clock alone (the wait a patient can
+        expect, while a call runs past its end): a fan-out of each room served here with a
+        connection, sending only what changed. Returns how many rooms."""
+        served = [entry for entry in self._rooms.values() if entry.loaded and entry.peers]
+        for entry in served:
+            self._fan_out(entry, [])
+        return len(served)
+
     def _tell(
         self,
         entry: _Entry,

@@ -182,7 +182,11 @@ class Delivery:
         lookup: Lookup,
         *,
         channels: Mapping[ContactChannel, Channel] | None = None,
+        on_recorded: Callable[[Invitation], Awaitable[None]] | None = None,
     ) -> None:
+        """``on_recorded`` is awaited with each attempt this worker records (the clinician's
+        console follows the status)."""
+        self.on_recorded = on_recorded
         self.redis = redis
         self.consumer = consumer
         self.clock = clock
@@ -295,6 +299,8 @@ class Delivery:
             log.info("invitation %s: attempt %d was recorded elsewhere", before.id, after.attempts)
             return
         self._log(after)
+        if self.on_recorded is not None:
+            await self.on_recorded(after)
 
     async def _send(self, invitation: Invitation) -> tuple[str | None, bool]:
         """Try the channel once: (None, _) when sent, else (reason, permanent)."""

@@ -93,6 +93,12 @@ def audit_key(room_id: RoomId) -> str:
     return f"vst:{{{room_id}}}:audit"
 
 
+def projected_channel(room_id: RoomId) -> str:
+    """Where the projector says that it saved a new projection of ``room_id`` (its call
+    statuses may have changed): the clinicians' consoles follow it."""
+    return f"vst:{{{room_id}}}:projected"
+
+
 def window_member(room_id: RoomId, appointment: AppointmentId) -> str:
     return f"{room_id}\x00{appointment}"
 
@@ -294,6 +300,8 @@ class Projector:
                 if events and self.retain is not None:
                     due: dict[str, float] = {room_id: events[0][1].at + self.retain}
                     await self.redis.zadd(RETENTION, due, lt=True)  # the earlier stands
+                if newest != last or close:
+                    await self.redis.publish(projected_channel(room_id), newest)
                 await self._tell(room_id, projection, settled)
                 return projection
             # another consumer folded this room meanwhile: start again from its checkpoint

@@ -99,6 +99,16 @@ class Settings:
     booking_notice: float = 3600.0  # the soonest a slot may start, seconds from now
     slot_minutes: int = 30  # slot length of windows that name none
     hold_sweep: float = 5.0  # how often a node expires holds and repairs half-done steps
+    # The clinician's console (signalling.api.sessions): how long a sign-in lasts.
+    console_session: float = 12 * 3600.0
+    # Event webhooks (signalling.webhooks): where the room and appointment events go. Off
+    # without a URL; a URL needs the secret that signs each POST.
+    events_url: str | None = None
+    events_secret: str | None = None
+    events_max_attempts: int = 20  # attempts per event before it is set aside (dead letter)
+    events_backoff: float = 1.0  # seconds before the first retry, doubling each time
+    events_backoff_max: float = 300.0  # ...up to this
+    events_claim_idle: float = 30.0  # a dead node's unfinished rooms move after this
 
     @property
     def participant_key(self) -> bytes:
@@ -194,6 +204,13 @@ class Settings:
             booking_notice=_float(env, "VESTIBULE_BOOKING_NOTICE", 3600.0),
             slot_minutes=_int(env, "VESTIBULE_SLOT_MINUTES", 30),
             hold_sweep=_float(env, "VESTIBULE_HOLD_SWEEP", 5.0),
+            console_session=_float(env, "VESTIBULE_CONSOLE_SESSION", 12 * 3600.0),
+            events_url=env.get("VESTIBULE_EVENTS_URL") or None,
+            events_secret=env.get("VESTIBULE_EVENTS_SECRET") or None,
+            events_max_attempts=_int(env, "VESTIBULE_EVENTS_MAX_ATTEMPTS", 20),
+            events_backoff=_float(env, "VESTIBULE_EVENTS_BACKOFF", 1.0),
+            events_backoff_max=_float(env, "VESTIBULE_EVENTS_BACKOFF_MAX", 300.0),
+            events_claim_idle=_float(env, "VESTIBULE_EVENTS_CLAIM_IDLE", 30.0),
         )
         settings = replace(settings, **overrides)  # type: ignore[arg-type]
         if settings.turn_urls and not settings.turn_secret:
@@ -224,7 +241,30 @@ class Settings:
             )
         _check_delivery(settings)
         _check_booking(settings)
+        _check_events(settings)
         return settings
+
+
+def _check_events(settings: Settings) -> None:
+    """Refuse console and event webhook settings that cannot work."""
+    if settings.console_session <= 0:
+        raise ConfigError("VESTIBULE_CONSOLE_SESSION must be more than 0")
+    url = settings.events_url
+    if url and not url.startswith(("https://", "http://")):
+        raise ConfigError("VESTIBULE_EVENTS_URL must be an http:// or https:// URL")
+    if url and not settings.events_secret:
+        raise ConfigError("VESTIBULE_EVENTS_URL needs VESTIBULE_EVENTS_SECRET (events are signed)")
+    if settings.events_max_attempts < 1:
+        raise ConfigError("VESTIBULE_EVENTS_MAX_ATTEMPTS must be at least 1")
+    if settings.events_backoff_max < settings.events_backoff:
+        raise ConfigError(
+            "VESTIBULE_EVENTS_BACKOFF_MAX must not be less than VESTIBULE_EVENTS_BACKOFF"
+        )
+    if settings.events_claim_idle <= settings.delivery_timeout:
+        raise ConfigError(
+            "VESTIBULE_EVENTS_CLAIM_IDLE must be more than VESTIBULE_DELIVERY_TIMEOUT "
+            f"({settings.delivery_timeout:g} s)"
+        )
 
 
 def _check_booking(settings: Settings) -> None:

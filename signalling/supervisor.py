@@ -125,6 +125,7 @@ class Supervisor:
         self.failing_after = failing_after
         self.backoff = backoff
         self.backoff_max = backoff_max
+        self.redis_errors = 0  # rounds of periodic work that Redis failed (for /metrics)
         self._loops: dict[str, _Loop] = {}
 
     def run(self, name: str, work: Work, *, required: bool) -> Health:
@@ -156,6 +157,7 @@ class Supervisor:
                     await work()
                 except RedisError as exc:
                     log.warning("%s: redis unavailable (%s)", name, type(exc).__name__)
+                    self.redis_errors += 1
                     health.failed(exc)
                 except Exception as exc:  # noqa: BLE001 -- one failed round must not stop the next
                     log.error("%s failed: %s\n%s", name, failure(exc), frames(exc))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from admission.estimate import expected_starts
 from admission.policy import Decision, Verdict, decide
 from admission.window import JoinWindow, WindowState
 from rooms.events import Event, EventKind, ExitCause
@@ -126,6 +127,22 @@ class Snapshot:
         return out
 
     @cached_property
+    def expected(self) -> dict[AppointmentId, float]:
+        """When each appointment someone waits for is expected to start (the estimate)."""
+        return expected_starts(self.room, self.now)
+
+    def notice_message(self, participant: Participant) -> Message | None:
+        """The host's message ``participant`` is to see (hosts: the one to everyone)."""
+        room = self.room
+        notice = room.notice if participant.is_host else room.notice_for(participant.id)
+        if notice is None:
+            return None
+        built = {"type": "notice", "text": notice.text, "at": notice.at}
+        if notice is room.notice:  # the same for everyone: built once
+            return self._reuse("notice", built | {"personal": False})
+        return built | {"personal": True}
+
+    @cached_property
     def positions(self) -> dict[ParticipantId, int]:
         """Places in the waiting room, from 1."""
         return {p.id: i for i, p in enumerate(self.room.waiting(), start=1)}
@@ -144,16 +161,20 @@ class Snapshot:
         whether it may ask to join, and whether it may join now (a Join now client)."""
         if participant.is_host or participant.stage is Stage.IN_CALL:
             return None
+        expected = self.expected.get(participant.appointment) if participant.appointment else None
         if participant.stage is Stage.WAITING:
             return _waiting(
-                decide(self.room, participant), self.positions.get(participant.id), False
+                decide(self.room, participant),
+                self.positions.get(participant.id),
+                False,
+                expected,
             )
         # Everyone in the lobby with the same role and link is told the same: built once.
         key = (participant.role, participant.appointment, participant.join_now)
         message = self._lobby.get(key)
         if message is None:
             verdict = decide(self.room, participant)
-            built = _waiting(verdict, None, verdict.decision is not Decision.WAIT)
+            built = _waiting(verdict, None, verdict.decision is not Decision.WAIT, expected)
             message = self._lobby[key] = self._reuse(
                 f"waiting:{participant.role.value}:{participant.appointment}:"
                 f"{participant.join_now}",
@@ -178,14 +199,21 @@ class Snapshot:
         return message
 
 
-def _waiting(verdict: Verdict, position: int | None, can_ask: bool) -> Message:
+def _waiting(
+    verdict: Verdict, position: int | None, can_ask: bool, expected_at: float | None
+) -> Message:
     return {
         "type": "waiting",
         "reason": verdict.reason.value,
         "position": position,
         "can_ask": can_ask,
         "can_join": verdict.decision is Decision.JOIN_NOW,
+        "expected_at": expected_at,
     }
+
+
+# Sent once to someone who was shown a notice the host then took back.
+NO_NOTICE = Shared({"type": "notice", "text": None, "at": None, "personal": False})
 
 
 def call_status_for(room: Room, view: View, now: float) -> CallStatus:
@@ -255,6 +283,9 @@ def updates(view: View, pid: ParticipantId, snapshot: Snapshot) -> list[Message]
     _update(
         sent, out, "waiting_list", snapshot.waiting_list_message if participant.is_host else None
     )
+    notice = snapshot.notice_message(participant)
+    if notice is not None or sent.get("notice") is not None:
+        _update(sent, out, "notice", notice or NO_NOTICE)
     return out
 
 

@@ -93,6 +93,7 @@ VALID: dict[str, Message] = {
     "leave": {"type": "leave"},
     "end": {"type": "end"},
     "ping": {"type": "ping"},
+    "notice": {"type": "notice", "text": "Running 10 minutes late", "participant_id": "p_1"},
 }
 assert set(VALID) == set(CLIENT_MESSAGES)  # every message type is fuzzed
 

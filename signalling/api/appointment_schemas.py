@@ -54,12 +54,17 @@ def _fields(*, booking: bool) -> tuple[Prop, ...]:
         _ref("location_id", "Location id."),
         _ref("episode_id", "An existing episode this appointment belongs to."),
         Prop("description", Kind.STRING, "Free text.", nullable=True, max_length=5000),
-        Prop("is_remote", Kind.BOOLEAN, "Whether the appointment is virtual (default false)."),
+        Prop(
+            "is_remote",
+            Kind.BOOLEAN,
+            "Whether the appointment is virtual (default false). A remote appointment is "
+            "over video unless remote_channel says otherwise: it gets a room and join links.",
+        ),
         Prop(
             "remote_channel",
             Kind.STRING,
-            "How a remote appointment takes place; video "
-            "gives it a room and join links. Needs is_remote.",
+            "How a remote appointment takes place: video (the default when is_remote is "
+            "true; a room and join links) or phone (no room). Needs is_remote.",
             nullable=True,
             enum=_values(RemoteChannel),
         ),

@@ -195,6 +195,7 @@ class AppointmentStore:
         if not created:  # ids are random UUIDs: this is a bug, not a client's mistake
             raise RuntimeError(f"appointment {a.id} exists already")
         await self._index(None, a)
+        await self.ctx.followers.saved(None, a)
 
     async def save(self, raw: bytes, stored: Stored) -> bool:
         """Replace the record read as ``raw`` with ``stored``; False (nothing written) if it
@@ -204,7 +205,9 @@ class AppointmentStore:
         )
         if not swapped:
             return False
-        await self._index(decode(raw).appointment, stored.appointment)
+        old = decode(raw).appointment
+        await self._index(old, stored.appointment)
+        await self.ctx.followers.saved(old, stored.appointment)
         return True
 
     async def change(

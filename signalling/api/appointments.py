@@ -250,20 +250,20 @@ class Appointments:
 
     async def complete(self, call: Call) -> Response:
         schemas.ACTION.validate(await call.json())
-
-        async def decide(stored: Stored, now: float) -> Stored:
-            return replace(stored, appointment=stored.appointment.complete(now))
-
-        return await self._act(call, "completed", decide)
+        return await self._act(call, "completed", self.completed)
 
     async def no_show(self, call: Call) -> Response:
         schemas.ACTION.validate(await call.json())
+        return await self._act(call, "no_show", self.missed)
 
-        async def decide(stored: Stored, now: float) -> Stored:
-            a = stored.appointment
-            return replace(stored, appointment=a.no_show(now, self.window(a)))
+    async def completed(self, stored: Stored, now: float) -> Stored:
+        """The appointment marked completed (`apply` saves it)."""
+        return replace(stored, appointment=stored.appointment.complete(now))
 
-        return await self._act(call, "no_show", decide)
+    async def missed(self, stored: Stored, now: float) -> Stored:
+        """The appointment marked a no-show, once its join window has closed."""
+        a = stored.appointment
+        return replace(stored, appointment=a.no_show(now, self.window(a)))
 
     async def _act(
         self, call: Call, action: str, decide: Callable[[Stored, float], Awaitable[Stored]]

@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -27,6 +27,8 @@ from signalling.api.errors import (
     ServiceUnavailable,
 )
 from signalling.api.keys import ApiKey, ApiKeys
+from signalling.api.sessions import ConsoleSession
+from signalling.metrics import Metrics
 
 log = logging.getLogger("vestibule.signalling.api")
 
@@ -36,12 +38,20 @@ MAX_PATH_ID = 200  # the longest id any resource has: a longer path parameter na
 
 
 class Call:
-    """One API request: the Starlette request, its id and the key that made it."""
+    """One API request: the Starlette request, its id and the credentials that made it (an
+    API key, or a clinician's console session; neither on a public operation)."""
 
-    def __init__(self, request: Request, request_id: str, key: ApiKey | None) -> None:
+    def __init__(
+        self,
+        request: Request,
+        request_id: str,
+        key: ApiKey | None,
+        session: ConsoleSession | None = None,
+    ) -> None:
         self.request = request
         self.request_id = request_id
         self.key = key
+        self.session = session
 
     @property
     def key_id(self) -> str | None:
@@ -115,18 +125,34 @@ def unrouted(
 API_ROOT = "/api/v1"
 
 
-def endpoint(keys: ApiKeys | None, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap ``handler``; ``keys=None`` makes the endpoint public."""
+class Authenticator(Protocol):
+    """Who may call an operation: `ApiKeys` (the clinic's systems) or `ConsoleSessions` (a
+    clinician's console)."""
+
+    async def authenticate(self, request: Request) -> ApiKey | ConsoleSession:
+        """The caller's credentials; raise Unauthorized."""
+        ...
+
+
+def endpoint(
+    auth: Authenticator | None, handler: Handler, metrics: Metrics | None = None
+) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap ``handler``; ``auth=None`` makes the endpoint public. Redis errors are counted
+    on ``metrics``."""
 
     async def wrapped(request: Request) -> Response:
         request_id = "req_" + secrets.token_hex(8)
         try:
-            key = None if keys is None else await keys.authenticate(request)
-            return await handler(Call(request, request_id, key))
+            who = None if auth is None else await auth.authenticate(request)
+            key = who if isinstance(who, ApiKey) else None
+            session = who if isinstance(who, ConsoleSession) else None
+            return await handler(Call(request, request_id, key, session))
         except ApiError as exc:
             return failure(request_id, exc)
         except RedisError as exc:
             log.warning("%s: redis unavailable (%s)", request_id, type(exc).__name__)
+            if metrics is not None:
+                metrics.redis_api.inc()
             return failure(request_id, ServiceUnavailable("storage is unreachable: try again"))
         except Exception:  # a bug, not the client's input: logged, and no trace shown
             log.exception("%s failed", request_id)

@@ -268,6 +268,7 @@ def register(api: Api, ctx: ApiContext) -> None:
             appointment = await appointments.get(appointment_id)
             how, to = route(appointment, channel, body.get("to"), available)
             invitation = await outbox.enqueue(appointment.id, how, to)
+            await ctx.followers.changed(appointment)
             log.info(
                 "invitation %s for appointment %s queued (%s)",
                 invitation.id, appointment.id, how.value,
@@ -321,4 +322,7 @@ def delivery_worker(ctx: ApiContext, consumer: str) -> Delivery:
         except NotFound:
             return None
 
-    return Delivery(ctx.redis, consumer, ctx.clock, ctx.settings, lookup)
+    async def recorded(invitation: Invitation) -> None:
+        await ctx.followers.changed(await lookup(invitation.appointment_id))
+
+    return Delivery(ctx.redis, consumer, ctx.clock, ctx.settings, lookup, on_recorded=recorded)

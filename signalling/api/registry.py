@@ -12,13 +12,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from signalling.api.envelope import Handler, endpoint
+from signalling.api.envelope import Authenticator, Handler, endpoint
 from signalling.api.keys import ApiKeys
 from signalling.api.schema import Prop, Schema
+from signalling.api.sessions import ConsoleSessions
+from signalling.metrics import Metrics
 
 ERRORS = {
     400: "The body is not valid JSON (INVALID_JSON).",
-    401: "No, unknown or revoked API key (UNAUTHORIZED).",
+    401: "No, unknown or revoked API key, or no valid console session (UNAUTHORIZED).",
+    403: "The credentials are valid but do not allow this (NOT_A_CLINICIAN_LINK, ...).",
     404: "No such resource (NOT_FOUND).",
     409: "The action does not fit the resource's state (INVALID_STATE_TRANSITION, ...).",
     422: "A field or parameter is invalid (VALIDATION_ERROR, IDEMPOTENCY_KEY_REUSED).",
@@ -42,11 +45,16 @@ class Operation:
     errors: tuple[int, ...] = (401, 422, 503)
     headers: tuple[Prop, ...] = ()
     public: bool = False  # no API key: the booking page's, used by patients
+    console: bool = False  # a clinician's console session instead of an API key
+    stream: str | None = None  # the media type of a streamed success response (SSE)
+    description: str = ""
 
 
 @dataclass(slots=True)
 class Api:
     keys: ApiKeys
+    sessions: ConsoleSessions | None = None  # for the console's operations
+    metrics: Metrics | None = None
     title: str = "Vestibule API"
     version: str = "1.0.0"
     operations: list[Operation] = field(default_factory=list)
@@ -80,8 +88,13 @@ class Api:
     def routes(self) -> list[Route]:
         by_path: dict[str, dict[str, Callable[[Request], Any]]] = {}
         for op in self.operations:
-            keys = None if op.public else self.keys
-            by_path.setdefault(op.path, {})[op.method] = endpoint(keys, op.handler)
+            auth: Authenticator | None = self.keys
+            if op.public:
+                auth = None
+            elif op.console:
+                assert self.sessions is not None, "console operations need ConsoleSessions"
+                auth = self.sessions
+            by_path.setdefault(op.path, {})[op.method] = endpoint(auth, op.handler, self.metrics)
         routes = [
             Route(path, _dispatch(methods), methods=list(methods))
             for path, methods in by_path.items()
@@ -103,7 +116,19 @@ class Api:
             "security": [{"bearer": []}],
             "paths": paths,
             "components": {
-                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                "securitySchemes": {
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "An API key (vk_...), made with `vestibule keys`.",
+                    },
+                    "console": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "A clinician's console session, from "
+                        "POST /console/sessions.",
+                    },
+                },
                 "schemas": {name: schema.openapi() for name, schema in sorted(self.schemas.items())}
                 | {"Meta": _META, "Error": _ERROR},
             },
@@ -198,6 +223,11 @@ def _operation(op: Operation) -> dict[str, Any]:
             "content": {"application/json": {"schema": _envelope(data or {"type": "null"})}},
         }
     }
+    if op.stream is not None:
+        responses[str(op.status)] = {
+            "description": "A stream of server-sent events (see the operation's description).",
+            "content": {op.stream: {"schema": {"type": "string"}}},
+        }
     errors = set(op.errors) | ({404} if _path_params(op.path) else set())
     if op.public:
         errors.discard(401)
@@ -214,6 +244,10 @@ def _operation(op: Operation) -> dict[str, Any]:
     }
     if op.public:
         out["security"] = []  # no API key
+    elif op.console:
+        out["security"] = [{"console": []}]
+    if op.description:
+        out["description"] = op.description
     if op.body is not None:
         schema = op.body.openapi()
         if op.partial_body:

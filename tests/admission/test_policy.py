@@ -774,3 +774,28 @@ def test_start_takes_the_appointment_of_the_link_the_host_uses_now() -> None:
     second = booked(APPT2, capacity=3, ends_at=9000.0)
     events = policy.start(room, HOST, session=S1, now=1.0, own=second, closes_after=10.0)
     assert (events[0].appointment, events[0].capacity, events[0].closes_at) == (APPT2, 3, 9010.0)
+
+
+# -- the host's notice ------------------------------------------------------------------------
+
+
+def test_notice_text_is_cleaned_and_bounded() -> None:
+    from admission.policy import MAX_NOTICE_LENGTH, notice_text
+
+    assert notice_text("  Running\t10\nminutes   late  ") == "Running 10 minutes late"
+    assert notice_text("a\u200bb\x07c\u202ed") == "abcd"  # format and control characters go
+    assert notice_text("x" * 500) == "x" * MAX_NOTICE_LENGTH
+    assert notice_text(" \n ") == ""
+
+
+def test_only_the_host_sends_a_notice() -> None:
+    from admission.errors import Forbidden
+    from tests.admission.support import arrive, room_with_host
+    from tests.rooms.support import HOST, A
+
+    room = room_with_host()
+    arrive(room, A, Role.PATIENT, 1.0)
+    with pytest.raises(Forbidden):
+        policy.notify(room, A, "hello", 2.0)
+    [event] = policy.notify(room, HOST, " Running  late ", 2.0, to=A)
+    assert (event.message, event.participant) == ("Running late", A)

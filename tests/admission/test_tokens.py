@@ -690,7 +690,27 @@ def test_kind_is_checked_before_the_fields_and_the_clock() -> None:
 
 
 def test_token_kind_values() -> None:
-    assert [kind.value for kind in TokenKind] == ["join", "resume"]
+    assert [kind.value for kind in TokenKind] == ["join", "resume", "console"]
+
+
+def test_a_console_session_round_trips_and_is_no_join_token() -> None:
+    from admission.tokens import ConsoleClaims, decode_console, encode_console
+
+    claims = ConsoleClaims(
+        clinician="cli_1", room=RoomId("rm_1"), name="Dr Lee", not_before=0.0,
+        expires_at=100.0, token_id="t1",
+    )  # fmt: skip
+    ring = KeyRing.single("k1", b"s" * 32)
+    token = encode_console(claims, ring)
+    assert decode_console(token, ring, 50.0) == claims
+    with pytest.raises(WrongTokenKind):
+        decode_join(token, ring, 50.0)
+    with pytest.raises(TokenExpired):
+        decode_console(token, ring, 100.0)
+    with pytest.raises(ValueError, match="clinician"):
+        ConsoleClaims(
+            clinician="", room=RoomId("rm_1"), not_before=0.0, expires_at=1.0, token_id="t"
+        )
 
 
 # --- validity period and leeway ------------------------------------------------------------

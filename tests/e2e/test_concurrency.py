@@ -119,6 +119,7 @@ async def test_fifty_guests_knock_through_two_nodes_while_the_host_admits_five(
                 "position": None,
                 "can_ask": True,
                 "can_join": False,
+                "expected_at": None,
             }
             await client.knock()
 
@@ -178,6 +179,7 @@ async def test_fifty_guests_knock_through_two_nodes_while_the_host_admits_five(
                 "position": place,
                 "can_ask": False,
                 "can_join": False,
+                "expected_at": None,
             }, pid
         for pid, client in guests.items():
             pending = [m["type"] for m in client.pending()]

@@ -279,6 +279,20 @@ def test_leaving_remote_clears_the_channel_unless_named() -> None:
     assert still.remote_channel is RemoteChannel.VIDEO
 
 
+def test_a_remote_appointment_without_a_channel_is_over_video() -> None:
+    # Seed 000: a remote video appointment gets its room; seed 004 names only is_remote.
+    remote = make(is_remote=True)
+    assert remote.remote_channel is RemoteChannel.VIDEO
+    assert remote.is_video
+    assert make(is_remote=True, remote_channel=None).is_video
+    assert not make(is_remote=True, remote_channel=RemoteChannel.PHONE).is_video
+    in_person = make()
+    assert in_person.update({"is_remote": True}, T0).is_video
+    phone = make(is_remote=True, remote_channel=RemoteChannel.PHONE)
+    assert phone.update({"is_remote": True}, T0).remote_channel is RemoteChannel.PHONE
+    assert phone.update({"remote_channel": None}, T0).remote_channel is RemoteChannel.VIDEO
+
+
 def test_every_updatable_field_is_a_field() -> None:
     names = set(Appointment.__dataclass_fields__)
     assert names >= UPDATABLE

@@ -50,6 +50,7 @@ EXAMPLES: dict[EventKind, Event] = {
     K.SESSION_ENDED: Event(K.SESSION_ENDED, 12.0, actor=HOST, session=S1),
     K.DISCONNECTED: Event(K.DISCONNECTED, 13.0, participant=A),
     K.RECONNECTED: Event(K.RECONNECTED, 14.0, actor=A, participant=A),
+    K.NOTICE: Event(K.NOTICE, 15.0, actor=HOST, message="Running 10 minutes late"),
 }
 
 
@@ -75,6 +76,7 @@ def test_wire_values_are_stable() -> None:
         "session_ended",
         "disconnected",
         "reconnected",
+        "notice",
     }
     assert {reason.value for reason in WaitReason} == {
         "host_not_started",

@@ -736,6 +736,7 @@ def test_the_fold_of_a_long_scenario_rebuilds_the_room() -> None:
         K.CLINICIAN_EXITED,
         K.SESSION_ENDED,
     )
+    run(room.notify(HOST, "Back in five minutes", 62.5), K.NOTICE)
     run(room.leave(A, 63.0), K.DEPARTED)
     run(
         room.start(HOST, session=S2, appointment=None, capacity=1, now=64.0),

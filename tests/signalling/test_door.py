@@ -66,6 +66,7 @@ async def test_back_to_back_appointments_keep_each_patient_to_their_own_call(nod
         "position": 1,
         "can_ask": False,
         "can_join": True,
+        "expected_at": None,
     }
     await sam.join()
     await sam.expect("admitted")
@@ -81,6 +82,8 @@ async def test_back_to_back_appointments_keep_each_patient_to_their_own_call(nod
         "position": 1,
         "can_ask": False,
         "can_join": False,
+        # After appointment 1, which began early and is expected to take its 30 minutes.
+        "expected_at": -(-(node.clock.now + 60 + 1800) // 60) * 60,
     }
     listed = await host.expect(
         "waiting_list",

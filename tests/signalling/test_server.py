@@ -475,6 +475,7 @@ async def test_msgpack_binary_frames_carry_the_same_messages(node: Node) -> None
             "position": 1,
             "can_ask": False,
             "can_join": False,
+            "expected_at": None,
         }
         await ws.send({"type": "teleport", "id": 7}, Codec.MSGPACK)
         check_error(await ws.recv(), "unknown_type", ref=7)
@@ -623,6 +624,7 @@ async def test_end_sends_ended_and_returns_everyone_to_the_lobby(node: Node) -> 
         "position": None,
         "can_ask": False,
         "can_join": False,
+        "expected_at": None,
     }
     assert [m for m in guest.pending() if m["type"] == "ended"] == []  # it was not in the call
     ref = await host.end()

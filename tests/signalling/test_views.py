@@ -42,6 +42,7 @@ def test_unchanged_payloads_are_the_same_object_and_sent_once() -> None:
         "position": 2,
         "can_ask": False,
         "can_join": False,
+        "expected_at": None,
     }
 
 

@@ -45,9 +45,40 @@ export class CallView {
     this.mesh = mesh;
     this.#selfTile(selfName);
     this.syncControls();
+    clearInterval(this.watcher);
+    this.watcher = setInterval(() => this.#cameras(), 1000);
+  }
+
+  /** A remote camera that is off sends black frames (or none): label its tile. */
+  #cameras() {
+    this.canvas = this.canvas || Object.assign(document.createElement("canvas"), { width: 8, height: 6 });
+    const context = this.canvas.getContext("2d", { willReadFrequently: true });
+    for (const tile of this.tiles.values()) {
+      const { video, figure } = tile;
+      const stream = video.srcObject;
+      const track = stream && stream.getVideoTracks ? stream.getVideoTracks()[0] : null;
+      let dark = !track || track.muted || track.readyState === "ended";
+      if (!dark && video.readyState >= 2 && video.videoWidth > 0) {
+        context.drawImage(video, 0, 0, 8, 6);
+        const pixels = context.getImageData(0, 0, 8, 6).data;
+        let brightest = 0;
+        for (let i = 0; i < pixels.length; i += 4) brightest = Math.max(brightest, pixels[i] + pixels[i + 1] + pixels[i + 2]);
+        dark = brightest < 40;
+      } else if (!dark) {
+        continue; // not playing yet: "connecting…" says so
+      }
+      // Twice in a row, so that one dark frame (a scene change) does not flicker the label.
+      tile.dark = dark ? (tile.dark || 0) + 1 : 0;
+      const off = tile.dark >= 2;
+      if ((figure.dataset.camera === "off") !== off) {
+        figure.dataset.camera = off ? "off" : "on";
+        tile.state.textContent = off ? "camera off" : "";
+      }
+    }
   }
 
   exit() {
+    clearInterval(this.watcher);
     if (this.mesh) this.mesh.close();
     this.mesh = null;
     for (const { figure } of this.tiles.values()) figure.remove();

@@ -1,14 +1,17 @@
-// The clinician's console (/console/<room>#<clinician token>[&patient=<encoded patient link>]):
-// the room's call status, Start call / Join now / Rejoin, the waiting list with Admit, Deny
-// and Admit all, notices (sound and tab title) when someone waits, the patient link to copy,
-// the call itself (a mesh, up to the booked capacity and beyond for admitted guests) and,
-// with an API key, today's appointments (appointments.js).
+// The clinician's console (/console/<room>#<clinician token>): signed in with that link (no
+// API key: rest.js exchanges it for a console session and a token for the clinician's room,
+// so one console serves the whole day), the clinician's name, the current appointment and
+// patient, the room's call status, Start call / Join now / Rejoin, the waiting list with
+// Admit, Deny and Admit all, notices (sound and tab title) when someone waits, a message to
+// the waiting room, the patient link to copy, the call itself (a mesh) and today's
+// appointments with their live status and actions (appointments.js).
 
-import { Appointments } from "./appointments.js";
+import { Appointments, CALL_STATUS } from "./appointments.js";
 import { roleLabel } from "./callview.js";
 import { readLink } from "./link.js";
 import { Local } from "./local.js";
 import { connectCall, exposeForTests, screens } from "./page.js";
+import { signIn } from "./rest.js";
 import { $, announce, el, localTime, relative, toast } from "./ui.js";
 
 const TITLE = document.title;
@@ -33,7 +36,11 @@ const state = {
   admitAfterStart: null, // {id, name}: Admit clicked before we were in the call
   ownAppointment: null, // {id, startsAt} of this console's link, if it is for one
   callAppointment: undefined, // the appointment of the call we started (null: ad-hoc)
+  session: null, // the console session (rest.js), once signed in
+  appointments: [], // today's, as last listed
+  notice: null, // the message to the waiting room, as the server keeps it
 };
+let appointments = null;
 const lastSessionKey = `${link.storageKey}:session`;
 let signal = null;
 let call = null;
@@ -72,6 +79,40 @@ function renderStatus() {
   $("#end-button").hidden = !inCall;
   $("#call-area").hidden = !inCall;
   $("#precall").hidden = inCall;
+  renderCurrent();
+}
+
+/** Which appointment and patient the console is on: the call's, else the next one. */
+function renderCurrent() {
+  const open = state.appointments.filter((a) => !["cancelled", "expired", "completed", "no_show"].includes(a.status));
+  const inCall = open.find((a) => a.call_status === "in_call" || a.call_status === "awaiting_patient");
+  const waiting = open.find((a) => a.call_status === "patient_waiting");
+  const now = Date.now();
+  const next = open.find((a) => Date.parse(a.end_time) > now);
+  const current = inCall || waiting || next || null;
+  const line = $("#current");
+  line.dataset.currentAppointment = current ? current.id : "";
+  if (!current) {
+    line.textContent = state.session ? "No more appointments today." : "";
+  } else {
+    const when = localTime(Date.parse(current.start_time) / 1000, { withDate: false });
+    const who = current.attendee_name || "the patient";
+    const what = inCall ? "Now" : waiting ? "Waiting" : "Next";
+    const status = CALL_STATUS[current.call_status] || "";
+    line.textContent = `${what}: ${when} ${current.title} with ${who}${status ? ` (${status.toLowerCase()})` : ""}`;
+  }
+  // The current appointment's patient link; else the one the console was opened with.
+  const patientLink = (current && current.video_link) || link.params.get("patient");
+  $("#link-known").hidden = !patientLink;
+  $("#link-unknown").hidden = Boolean(patientLink);
+  if (patientLink) $("#patient-link").value = patientLink;
+}
+
+function renderNotice() {
+  const box = $("#notice-current");
+  box.hidden = !state.notice;
+  box.textContent = state.notice ? `Shown to everyone waiting: “${state.notice}”` : "";
+  $("#notice-clear").hidden = !state.notice;
 }
 
 // -- appointments -----------------------------------------------------------------------
@@ -367,7 +408,9 @@ function onWelcome(w) {
     location.replace(`/join/${encodeURIComponent(link.room)}#${link.token}`);
     return;
   }
-  $("#who").textContent = w.name ? `Signed in as ${w.name}` : "Host";
+  const name = (state.session && state.session.name) || w.name;
+  $("#who").textContent = name ? `Signed in as ${name}` : "Signed in with the room's link";
+  $("#console-title").textContent = name ? `${name}'s room` : "Your room";
   local.start().then(() => call.syncControls());
   if (state.screen !== "console") go("console");
   if (again && !state.leaving) toast("Reconnected.", { kind: "success", timeoutMs: 4000 });
@@ -420,6 +463,10 @@ function onMessage(m) {
       if (state.stage === "in_call") call.roster(m.participants);
       renderRoster();
       renderStatus();
+      break;
+    case "notice":
+      state.notice = m.text;
+      renderNotice();
       break;
     case "waiting_list":
       noticeArrivals(m.entries);
@@ -517,10 +564,15 @@ function wire() {
     signal.leave();
   });
   $("#admit-all").addEventListener("click", () => command({ type: "admit_all" }, "admit everyone"));
-  const patientLink = link.params.get("patient");
-  $("#link-known").hidden = !patientLink;
-  $("#link-unknown").hidden = Boolean(patientLink);
-  if (patientLink) $("#patient-link").value = patientLink;
+  $("#notice-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = $("#notice-text").value.trim();
+    if (!text) return;
+    command({ type: "notice", text }, "send the message");
+    $("#notice-text").value = "";
+    announce("Message sent to the waiting room.");
+  });
+  $("#notice-clear").addEventListener("click", () => command({ type: "notice", text: "" }, "take the message back"));
   $("#copy-link").addEventListener("click", () => copyText($("#patient-link").value, $("#patient-link")));
 }
 
@@ -546,20 +598,45 @@ export async function copyText(text, input = null) {
   }
 }
 
-function main() {
+async function main() {
   if (!link.room || !link.token) {
     go("message");
     const [title, text] = UNUSABLE.missing;
     message(title, [text]);
     return;
   }
+  appointments = new Appointments($("#appointments"), {
+    room: link.room,
+    copyText,
+    onStart: (id) => start(id),
+    onChange: (items) => {
+      state.appointments = items;
+      for (const a of items) appointmentTimes.set(a.id, Date.parse(a.start_time) / 1000);
+      renderStatus();
+    },
+  });
+  // Sign in with the link: the console session lists the day; its room token (no
+  // appointment, no join window) keeps this console usable from one patient to the next.
+  let room = link;
+  try {
+    state.session = await signIn(link.room, link.token);
+    room = { ...link, token: state.session.room_token };
+    appointments.start();
+  } catch (error) {
+    appointments.unavailable(
+      error.code === "NO_CLINICIAN"
+        ? "This link is for a room without a clinician of its own, so there is no appointment list here."
+        : error.code === "NOT_A_CLINICIAN_LINK"
+          ? "This is not a clinician's link."
+          : `Today's appointments could not be loaded: ${error.message}.`,
+    );
+  }
   ({ signal, call } = connectCall({
-    link,
+    link: room,
     local,
     on: { welcome: onWelcome, message: onMessage, error: onError, state: onState, refused: unusable, closed: onClosed },
   }));
   wire();
-  new Appointments($("#appointments"), { copyText }).init();
   // "Arrived … (2 minutes ago)" stays true.
   setInterval(() => state.waiting.length && renderWaiting(), 30000);
   connect();
@@ -569,6 +646,9 @@ function main() {
 exposeForTests(state, () => ({ signal, call }), () => ({
   sessionId: state.sessionId,
   callAppointment: state.callAppointment ?? null,
+  signedIn: Boolean(state.session),
+  listLoads: appointments ? appointments.loads : 0,
+  notice: state.notice,
   notices: state.notices,
   beeps: state.beeps,
   audio: audio ? audio.state : null,

@@ -22,6 +22,7 @@ const state = {
   ended: null, // why the last call ended (ended.reason), until the next one
   appointmentAt: null, // when this link's appointment starts (welcome.starts_at)
   deniedMessage: null,
+  notice: null, // the clinician's message to the waiting room (notice.text)
   problem: null,
   reconnecting: false,
 };
@@ -207,6 +208,11 @@ function lobby() {
         ? `You are number ${position} in the queue (${position - 1} ahead of you).`
         : "";
   where.dataset.position = position === null ? "" : String(position);
+  const estimate = $("#lobby-estimate");
+  const expected = w && !join ? w.expected_at : null;
+  estimate.hidden = typeof expected !== "number";
+  estimate.textContent = typeof expected === "number" ? expectation(expected) : "";
+  renderNotice();
   $("#join-now-button").hidden = !join;
   $("#ask-button").hidden = !ask;
   $("#cancel-button").hidden = !cancel;
@@ -214,6 +220,20 @@ function lobby() {
   document.body.dataset.reason = join ? "host_ready" : (w && w.reason) || "";
   if (state.screen !== "lobby") go("lobby");
   else announce(`${title}. ${where.hidden ? "" : where.textContent}`);
+}
+
+/** When the appointment is expected to start, and how late the clinician is running. */
+function expectation(expected) {
+  const minutes = Math.max(0, Math.round((expected * 1000 - Date.now()) / 60000));
+  const late = state.appointmentAt ? Math.round((expected - state.appointmentAt) / 60) : 0;
+  const wait = minutes <= 1 ? "You should be seen in the next minute or so." : `Expected wait: about ${minutes} minutes (around ${localTime(expected, { withDate: false })}).`;
+  return late >= 2 ? `Your clinician is running about ${late} minutes late. ${wait}` : wait;
+}
+
+function renderNotice() {
+  const box = $("#host-notice");
+  box.hidden = !state.notice;
+  $("#host-notice-text").textContent = state.notice || "";
 }
 
 // -- the call ---------------------------------------------------------------------------
@@ -332,6 +352,11 @@ function onMessage(m) {
       break;
     case "status":
       state.callStatus = m.call_status;
+      break;
+    case "notice":
+      state.notice = m.text;
+      renderNotice();
+      if (m.text) announce(`Message from your clinician: ${m.text}`);
       break;
     default:
       break; // unknown types are ignored (§3)
@@ -459,6 +484,6 @@ function main() {
 }
 
 // For tests and support (page.js): what the page is showing and how its media flows.
-exposeForTests(state, () => ({ signal, call }), () => ({ role: state.role }));
+exposeForTests(state, () => ({ signal, call }), () => ({ role: state.role, notice: state.notice }));
 
 main();

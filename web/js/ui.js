@@ -36,13 +36,16 @@ export function announce(text) {
  * A notice in the lower corner. kind: "info" | "success" | "warning" | "error".
  * actions: [{label, onClick}]. Notices with actions stay until used or dismissed.
  */
+const MAX_TOASTS = 3;
+
 export function toast(text, { kind = "info", title = null, actions = [], timeoutMs = 8000, id = null } = {}) {
   const stack = $("#toasts");
   if (id) {
     const old = stack.querySelector(`[data-toast-id="${CSS.escape(id)}"]`);
     if (old) old.remove();
   }
-  const box = el("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" });
+  // The stack is the live region (aria-live, in the page from the start); errors interrupt.
+  const box = el("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : null });
   if (id) box.dataset.toastId = id;
   if (title) box.append(el("p", { class: "toast-title" }, title));
   box.append(el("p", { class: "toast-text" }, text));
@@ -60,6 +63,9 @@ export function toast(text, { kind = "info", title = null, actions = [], timeout
   row.append(close);
   box.append(row);
   stack.append(box);
+  // A few at a time: the oldest without actions make way (they were announced already).
+  const plain = [...stack.children].filter((b) => !b.querySelector(".toast-actions .primary"));
+  while (stack.children.length > MAX_TOASTS && plain.length) plain.shift().remove();
   if (!actions.length && timeoutMs) setTimeout(() => box.remove(), timeoutMs);
   return box;
 }

@@ -156,6 +156,20 @@ async def test_create_returns_the_appointment_and_retrieve_finds_it(api: Api) ->
     assert [a["id"] for a in await api.stored()] == [data["id"]]
 
 
+async def test_is_remote_alone_gives_a_video_room_and_both_links(api: Api) -> None:
+    """Seed 004's own fields (is_remote, no remote_channel) book a video appointment."""
+    body = video(api.node)
+    del body["remote_channel"]
+    data = await api.create(**body)
+    assert data["remote_channel"] == "video"
+    assert data["video_provider"] == "vestibule"
+    assert data["room_id"] is not None
+    assert link_parts(data["video_link"])[0] == data["room_id"]
+    assert link_parts(data["meeting_url"])[0] == data["room_id"]
+    phone = await api.create(**(body | {"remote_channel": "phone"}))
+    assert phone["video_link"] is phone["meeting_url"] is phone["room_id"] is None
+
+
 async def test_create_takes_every_optional_field(api: Api) -> None:
     fields = {
         "patient_id": "pat_9",

@@ -139,6 +139,12 @@ class Api:
     pools: dict[str, list[str]] = dataclasses.field(
         default_factory=lambda: collections.defaultdict(list)
     )
+    console: str = ""  # a console session (the console's operations take it, not a key)
+
+    def credentials(self, operation: Operation) -> dict[str, str]:
+        """The Authorization header the document asks of ``operation``."""
+        secret = self.console if _security(self, operation) == [{"console": []}] else self.key
+        return {"Authorization": f"Bearer {secret}"}
 
     @property
     def documented(self) -> set[str]:
@@ -265,6 +271,8 @@ def _seed(api: Api, client: httpx.Client) -> None:
         },
     )
     post("/appointments/{appointment_id}/invitations", {}, appointment_id=appointment["id"])
+    signed = post("/console/sessions", {"token": appointment["meeting_url"].split("#", 1)[1]})
+    api.console = signed["token"]
     # Availability every day, a day off, and a hold of the first bookable slot.
     clinician = {"clinician_id": "clin_contract"}
     for day in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"):
@@ -369,7 +377,16 @@ def _run(operation: Operation, mode: str, examples: int, cases: Any, test: Any) 
 
 
 def _authorised(api: Api, operation: Operation, exercised: collections.Counter[str]) -> None:
-    headers = {"Authorization": f"Bearer {api.key}"}
+    headers = api.credentials(operation)
+    if _stream(api, operation) is not None:
+        # A stream never ends by itself: open it, read its first event, close it.
+        exercised[operation.label] += 1
+        url = api.base_url + operation.path
+        with httpx.stream("GET", url, headers=headers, timeout=REQUEST_TIMEOUT) as response:
+            assert response.status_code == 200, response.read()
+            assert response.headers["content-type"].startswith(_stream(api, operation) or "")
+            assert next(response.iter_lines()).startswith("retry:")
+        return
 
     def test(case: AnyCase) -> None:
         exercised[operation.label] += 1
@@ -407,8 +424,21 @@ def _unauthorised(
 
 def _public(api: Api, operation: Operation) -> bool:
     """Whether the document says the operation takes no API key (``security: []``)."""
+    return bool(_security(api, operation) == [])
+
+
+def _security(api: Api, operation: Operation) -> Any:
+    return api.document["paths"][operation.path][operation.method.lower()].get("security")
+
+
+def _stream(api: Api, operation: Operation) -> str | None:
+    """The media type of a streamed success response (server-sent events), if it is one."""
     declared = api.document["paths"][operation.path][operation.method.lower()]
-    return bool(declared.get("security") == [])
+    for response in declared["responses"].values():
+        for media in response.get("content", {}):
+            if media != "application/json":
+                return str(media)
+    return None
 
 
 def test_authorised_requests_follow_the_contract(api: Api, subtests: pytest.Subtests) -> None:
