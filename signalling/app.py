@@ -104,7 +104,7 @@ def create_app(
 
     def readings() -> list[Any]:
         """What /metrics reads at each scrape: nothing of it costs anything in between."""
-        joined = [c for c in connections if c.claims is not None]
+        joined = [c for c in connections if c.joined]
         waiting = 0
         for c in joined:
             room = hub.peek(c.room_id)

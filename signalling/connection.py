@@ -1,20 +1,21 @@
-"""One client's WebSocket, from accept to close.
+"""One client's WebSocket, from accept to close: the pump around a `Session`.
 
-A connection first waits (up to ``hello_timeout``) for a valid ``hello``; nothing else is
-accepted before it. Then it reads: it decodes, checks and hands each message to the hub.
+The protocol (what each frame means, which reply or error it gets, when to close) is the
+session's (`signalling.session`, no I/O). A connection reads frames, feeds them to the
+session, and carries out what the session says: it sends, joins the hub, executes
+commands and relays messages, and reports back how those ended. It also keeps the two
+clocks a session cannot: the hello deadline, and the idle timer, which is re-armed lazily
+so a frame costs one timestamp, not a timeout context; an idle check that runs late (the
+loop was stalled) looks again after the reader's turn instead of closing.
+
 Messages for the client go out through `ClientSocket.write`, which never waits: straight to
 the transport when it can take them, else into a bounded backlog; a client that lets
 ``limits.outbox`` messages pile up is cut off at once (close 4429, best effort) and detached.
-A client that sends nothing for ``idle_timeout`` is closed (4412) by a timer that is re-armed
-lazily, so a frame costs one timestamp, not a timeout context; a check that runs late
-(the loop was stalled) looks again after the reader's turn instead of closing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import secrets
 from collections.abc import Callable
@@ -22,78 +23,32 @@ from contextlib import suppress
 
 from redis.exceptions import RedisError
 
-from admission import policy
-from admission.errors import AdmissionError, TokenError, WindowError
-from admission.tokens import (
-    JoinClaims,
-    ResumeClaims,
-    decode_join,
-    decode_resume,
-    encode_resume,
-    new_token_id,
-)
-from admission.window import JoinWindow
-from rooms.errors import RoomError
-from rooms.events import Event
-from rooms.ids import AppointmentId, ParticipantId, RoomId, SessionId
-from rooms.participants import NO_BOOKING, Booking
-from rooms.room import Room
+from rooms.ids import ParticipantId, RoomId
 from signalling.api.links import is_revoked
-from signalling.client_socket import ClientSocket, Frame
-from signalling.errors import (
-    DuplicateHello,
-    HelloRequired,
-    InvalidResume,
-    LinkRevoked,
-    RateLimited,
-    SignallingError,
-    Unavailable,
-    WrongRoom,
-)
-from signalling.hub import Command, Hub
-from signalling.ice import ice_servers_for
+from signalling.client_socket import ClientSocket
+from signalling.errors import LinkRevoked
+from signalling.hub import Hub
 from signalling.metrics import Metrics
+from signalling.session import (
+    CLOSE_INTERNAL,
+    Action,
+    Close,
+    Execute,
+    Join,
+    JoinPlan,
+    Relay,
+    Send,
+    Session,
+    State,
+)
 from signalling.settings import Settings
-from signalling.views import View, call_status_for, frame
-from signalling.wire import Codec, Message, decode, error
+from signalling.views import View, frame
+from signalling.wire import Message, error
 
 log = logging.getLogger("vestibule.signalling.connection")
 
-
-def _unavailable() -> Unavailable:
-    return Unavailable("the server cannot record this right now: try again shortly")
-
-
-PROTOCOL_VERSION = 1
-CLOSE_INTERNAL = 1011
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_HELLO_TIMEOUT = 4408
-CLOSE_IDLE = 4412
-CLOSE_NOT_OPEN = 4410
 CLOSE_SLOW = 4429
-CLOSE_TRY_AGAIN = 1013
 IDLE_LATE = 0.05  # seconds: an idle check that runs later than this saw a stalled loop
-TOKEN_LEEWAY = 5.0  # seconds of clock skew tolerated between the link's issuer and us
-JOIN_NOW = "join_now"  # hello feature: the client confirms its own entry (Join now button)
-# Commands that may let someone into the call: their waits are measured (Metrics.admitted).
-ADMITTING = frozenset({"start", "admit", "admit_all", "join", "knock"})
-
-Handled = (SignallingError, AdmissionError, RoomError)
-
-
-class _Bucket:
-    """Token bucket: ``rate`` messages a second, bursts up to ``burst``."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.at = rate, float(burst), float(burst), now
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
 
 
 class Connection:
@@ -113,31 +68,38 @@ class Connection:
         self.settings = settings
         self.limits = settings.limits
         self.clock = clock
-        self.view = View()
         self.connection_id = "c_" + secrets.token_urlsafe(9)
-        self.codec = Codec.JSON
-        self.room_id = RoomId("")
-        self.pid = ParticipantId("")
-        self.claims: JoinClaims | None = None
-        self.booking = NO_BOOKING  # what this connection's join token says of its appointment
-        self.name: str | None = None  # the display name others see
+        self.session = Session(settings, self.connection_id, clock())
+        self.view: View = self.session.view  # what the hub's fan-out reads and updates
         self._closing: int | None = None  # the close code, once closing
         self._reader: asyncio.Task[object] | None = None
         self._seen = 0.0  # loop time of the last frame from the client
         self._idle: asyncio.TimerHandle | None = None
-        self._bucket = _Bucket(self.limits.rate_per_second, self.limits.rate_burst, clock())
 
-    # -- what the hub calls ---------------------------------------------------------------
+    # -- what the hub reads and calls -----------------------------------------------------
+
+    @property
+    def room_id(self) -> RoomId:
+        return self.session.room
+
+    @property
+    def pid(self) -> ParticipantId:
+        return self.session.participant
+
+    @property
+    def joined(self) -> bool:
+        return self.session.state is State.JOINED
 
     def deliver(self, message: Message) -> None:
         if self._closing is not None:
             return
-        if not self.socket.write(frame(message, self.codec)):
+        if not self.socket.write(frame(message, self.session.codec)):
             # The client reads nothing and its buffers are full: a close queued behind the
             # backlog would never go out. Let go of it now: the reader stops, the
             # participant is detached (its grace period starts) and the socket is closed.
             log.warning("cutting off %s in %s: outbox full", self.pid, self.room_id)
             self._closing = CLOSE_SLOW
+            self.session.closing()
             self.socket.abandon()
             if self._reader is not None:
                 self._reader.cancel()
@@ -145,6 +107,7 @@ class Connection:
     def close(self, code: int, reason: str) -> None:
         if self._closing is None:
             self._closing = code
+            self.session.closing()
             self.socket.close_soon(code, reason)
 
     # -- life cycle -----------------------------------------------------------------------
@@ -181,7 +144,7 @@ class Connection:
             self._idle.cancel()
             self._reader = None
             try:
-                await self.hub.detach(self.room_id, self.pid, self)
+                await self.hub.detach(self.session.room, self.session.participant, self)
             except RedisError:
                 log.warning("could not record that %s left %s", self.pid, self.room_id)
         if self._closing == CLOSE_SLOW:
@@ -204,292 +167,128 @@ class Connection:
             # Look again once the reader has had its turn; a late check closes nobody.
             self._idle = loop.call_later(IDLE_LATE, self._check_idle)
         else:
-            self.close(CLOSE_IDLE, "no message within the idle timeout")
+            for action in self.session.idle(now - self._seen):
+                if isinstance(action, Close):
+                    self.close(action.code, action.reason)
 
     async def _handshake(self) -> bool:
-        """Wait for a valid hello and join its room; False if the connection is over."""
+        """Until a hello joins the room; False if the connection is over."""
         try:
             async with asyncio.timeout(self.limits.hello_timeout):
-                while True:
-                    frame = await self.socket.receive()
-                    if frame is None:
+                while self.session.state is State.AWAITING_HELLO:
+                    received = await self.socket.receive()
+                    if received is None:
                         return False
-                    ref: object = None
-                    self.codec = Codec.JSON if isinstance(frame, str) else Codec.MSGPACK
-                    try:
-                        message, _ = decode(frame, self.limits.max_message_bytes)
-                        ref = message.get("id")
-                        if message["type"] != "hello":
-                            raise HelloRequired("the first message must be hello")
-                        await self._hello(message)
-                        return True
-                    except (TokenError, WrongRoom, InvalidResume, LinkRevoked) as exc:
-                        await self._refuse(exc, CLOSE_UNAUTHORIZED, ref)
-                        return False
-                    except WindowError as exc:
-                        await self._refuse(exc, CLOSE_NOT_OPEN, ref)
-                        return False
-                    except RedisError:
-                        log.warning("refused a hello: redis unavailable")
-                        self.metrics.redis_command.inc()
-                        await self._refuse(_unavailable(), CLOSE_TRY_AGAIN, ref)
-                        return False
-                    except Handled as exc:
-                        ref = getattr(exc, "ref", None) if ref is None else ref
-                        self.metrics.errors.labels(exc.code).inc()
-                        await self._send_now(error(exc.code, exc.message, exc.details, ref))
+                    for action in self.session.receive(received, self.clock()):
+                        if not await self._handshake_action(action):
+                            return False
+                return self.session.state is State.JOINED
         except TimeoutError:
-            self.metrics.refusals.labels("hello_timeout").inc()
-            with suppress(OSError, RuntimeError):
-                await self._send_now(
-                    error("hello_timeout", f"no hello within {self.limits.hello_timeout:g} seconds")
-                )
-            await self.socket.close(CLOSE_HELLO_TIMEOUT, "hello timeout")
+            for action in self.session.hello_timeout():
+                with suppress(OSError, RuntimeError):
+                    await self._handshake_action(action)
             return False
         except OSError:  # the client went while we answered
             return False
 
-    async def _refuse(self, exc: SignallingError | AdmissionError, code: int, ref: object) -> None:
-        log.info("refused a hello: %s", exc.code)
-        self.metrics.refusals.labels(exc.code).inc()
-        with suppress(OSError, RuntimeError):
-            await self._send_now(error(exc.code, exc.message, exc.details, ref))
-        await self.socket.close(code, exc.code)
+    async def _handshake_action(self, action: Action) -> bool:
+        """Carry out one action of the handshake; False once the connection is closed."""
+        if isinstance(action, Send):
+            self._count(action)
+            await self._send_now(action.message)
+        elif isinstance(action, Close):
+            self.metrics.refusals.labels(action.refused or action.reason).inc()
+            log.info("refused a hello: %s", action.refused or action.reason)
+            await self.socket.close(action.code, action.reason)
+            return False
+        elif isinstance(action, Join):
+            try:
+                await self._join(action.plan)
+            except Exception as exc:  # noqa: BLE001 -- the session says what it gets; bugs re-raise
+                if isinstance(exc, RedisError):
+                    log.warning("refused a hello: redis unavailable")
+                    self.metrics.redis_command.inc()
+                for reply in self.session.failed(exc, action.plan.ref):
+                    if not await self._handshake_action(reply):
+                        return False
+        return True
+
+    async def _join(self, plan: JoinPlan) -> None:
+        if await is_revoked(self.hub.redis, plan.claims.token_id):
+            raise LinkRevoked("this link has been revoked: ask for a new one")
+        await self.hub.join(
+            plan.room,
+            plan.participant,
+            self,
+            plan.arrive,
+            window=plan.window,
+            appointment=plan.claims.appointment,
+            welcome=lambda room: self.deliver(self.session.joined(plan, room)),
+            name=plan.name,
+        )
+        self.metrics.hellos.inc()
+        log.debug("%s joined %s as %s", plan.participant, plan.room, plan.claims.role.value)
 
     async def _send_now(self, message: Message) -> None:
-        await self.socket.send(self.codec.encode(message))
+        await self.socket.send(self.session.codec.encode(message))
 
     async def _read(self) -> None:
         socket, loop = self.socket, asyncio.get_running_loop()
         while True:
-            frame = await socket.receive()
-            if frame is None:
+            received = await socket.receive()
+            if received is None:
                 return
             if self._closing is not None:
                 continue  # closing: wait for the client to go, ignore what it still sends
             self._seen = loop.time()
-            await self._handle_frame(frame)
+            for action in self.session.receive(received, self.clock()):
+                await self._act(action)
             if socket.backlog:
                 # Frames that arrived together are queued already, so receiving does not
                 # suspend; let the flusher run, or a burst would fill this backlog (or a
                 # peer's) faster than a reading client empties it, and cut it off as slow.
                 await asyncio.sleep(0)
 
-    # -- messages -------------------------------------------------------------------------
-
-    async def _handle_frame(self, frame: Frame) -> None:
-        ref: object = None
+    async def _act(self, action: Action) -> None:
+        """Carry out one action of a joined session."""
+        if isinstance(action, Send):
+            self._count(action)
+            self.deliver(action.message)
+            return
         try:
-            if not self._bucket.take(self.clock()):
-                raise RateLimited(
-                    "too many messages: this one was dropped",
-                    {"rate_per_second": self.limits.rate_per_second},
-                )
-            message, _ = decode(frame, self.limits.max_message_bytes)
-            ref = message.get("id")
-            await self._handle(message)
-        except Handled as exc:
-            ref = getattr(exc, "ref", None) if ref is None else ref
-            self.metrics.errors.labels(exc.code).inc()
-            self.deliver(error(exc.code, exc.message, exc.details, ref))
-        except RedisError:
-            log.warning("could not handle a message from %s: redis unavailable", self.pid)
-            self.metrics.redis_command.inc()
-            down = _unavailable()
-            self.deliver(error(down.code, down.message, down.details, ref))
-        except Exception:  # never crash on input, never show a trace to the client
-            log.exception("unexpected failure handling a message from %s", self.pid)
-            self.deliver(
-                error("internal_error", "the server could not handle this message", None, ref)
-            )
+            if isinstance(action, Relay):
+                await self.hub.relay(self.session.room, self.session.participant, action.to,
+                                     action.message)  # fmt: skip
+                self.metrics.relayed(action.kind)
+            elif isinstance(action, Execute):
+                await self._execute(action)
+        except Exception as exc:  # noqa: BLE001 -- the session says what it gets; bugs below
+            ref = action.ref if isinstance(action, Relay | Execute) else None
+            try:
+                replies = self.session.failed(exc, ref)
+            except Exception:  # never crash on input, never show a trace to the client
+                log.exception("unexpected failure handling a message from %s", self.pid)
+                replies = [Send(error("internal_error", "the server could not handle this "
+                                      "message", None, ref))]  # fmt: skip
+            if isinstance(exc, RedisError):
+                log.warning("could not handle a message from %s: redis unavailable", self.pid)
+                self.metrics.redis_command.inc()
+            for reply in replies:
+                if isinstance(reply, Send):
+                    self._count(reply)
+                    self.deliver(reply.message)
 
-    async def _handle(self, message: Message) -> None:
-        kind = message["type"]
-        pid, now, hub, room_id = self.pid, self.clock(), self.hub, self.room_id
-        if kind == "ping":
-            self.deliver({"type": "pong"})
-        elif kind == "candidate":
-            to = ParticipantId(message["to"])
-            relayed = {"type": "candidate", "from": pid, "candidate": message["candidate"]}
-            await hub.relay(room_id, pid, to, relayed)
-            self.metrics.relayed_candidate.inc()
-        elif kind == "offer":
-            to = ParticipantId(message["to"])
-            await hub.relay(room_id, pid, to, {"type": kind, "from": pid, "sdp": message["sdp"]})
-            self.metrics.relayed_offer.inc()
-        elif kind == "answer":
-            to = ParticipantId(message["to"])
-            await hub.relay(room_id, pid, to, {"type": kind, "from": pid, "sdp": message["sdp"]})
-            self.metrics.relayed_answer.inc()
-        elif kind == "hello":
-            raise DuplicateHello("hello was already accepted on this connection")
-        elif kind in ADMITTING:
-            # When each waiting person knocked, to measure the wait of those this lets in.
-            before = hub.peek(room_id)
-            knocked = {} if before is None else {p.id: p.knocked_at for p in before.waiting()}
-            events = await hub.execute(room_id, self._command(kind, message, now))
-            self.metrics.admitted({p: at for p, at in knocked.items() if at is not None}, events)
-        else:
-            await hub.execute(room_id, self._command(kind, message, now))
+    async def _execute(self, action: Execute) -> None:
+        room_id = self.session.room
+        if not action.admitting:
+            await self.hub.execute(room_id, action.command)
+            return
+        # When each waiting person knocked, to measure the wait of those this lets in.
+        before = self.hub.peek(room_id)
+        knocked = {} if before is None else {p.id: p.knocked_at for p in before.waiting()}
+        events = await self.hub.execute(room_id, action.command)
+        self.metrics.admitted({p: at for p, at in knocked.items() if at is not None}, events)
 
-    def _command(self, kind: str, message: Message, now: float) -> Command:
-        pid = self.pid
-        assert self.claims is not None
-        target = ParticipantId(message.get("participant_id", ""))
-        appointment = message.get("appointment")
-        commands: dict[str, Command] = {
-            "knock": lambda room: policy.ask(room, pid, now),
-            "join": lambda room: policy.ask(room, pid, now),
-            "knock_cancel": lambda room: room.cancel_knock(pid, now),
-            "start": lambda room: policy.start(
-                room,
-                pid,
-                session=SessionId("s_" + secrets.token_urlsafe(9)),
-                now=now,
-                appointment=None if appointment is None else AppointmentId(appointment),
-                closes_after=self.settings.window_closes_after,
-                own=self.booking,
-            ),
-            "admit": lambda room: policy.admit(room, pid, target, now),
-            "deny": lambda room: policy.deny(room, pid, target, message.get("message"), now),
-            "admit_all": lambda room: policy.admit_all(room, pid, now),
-            "end": lambda room: policy.end(room, pid, now),
-            "notice": lambda room: policy.notify(
-                room, pid, message.get("text", ""), now, target or None
-            ),
-            "leave": lambda room: room.leave(pid, now),
-        }
-        return commands[kind]
-
-    # -- hello ----------------------------------------------------------------------------
-
-    async def _hello(self, message: Message) -> None:
-        """Check the hello and join the room; raise to refuse it."""
-        now = self.clock()
-        keyring = self.settings.keyring
-        room_id = RoomId(message["room"])
-        claims = decode_join(message["token"], keyring, now, leeway=TOKEN_LEEWAY)
-        if claims.room != room_id:
-            raise WrongRoom(f"this token is for another room than {room_id[:64]}")
-        if await is_revoked(self.hub.redis, claims.token_id):
-            raise LinkRevoked("this link has been revoked: ask for a new one")
-        pid = self._participant_id(claims)
-        known_name = claims.name
-        if "resume" in message:
-            resume = decode_resume(message["resume"], keyring, now, leeway=TOKEN_LEEWAY)
-            # A booked person's participant id follows from its token: a resume token can
-            # only bring back that same participant, never take over another one.
-            if (
-                resume.room != room_id
-                or resume.role is not claims.role
-                or (claims.subject is not None and resume.participant != pid)
-            ):
-                raise InvalidResume("the resume token does not match the join token")
-            pid = resume.participant
-            known_name = known_name or resume.name
-        window = self._window(claims)
-        present = pid in (await self.hub.room(room_id)).participants
-        if window is not None and not present:
-            window.check(now)
-        name = self.name = policy.display_name(claims.role, known_name, message.get("name"))
-        self.room_id, self.pid, self.claims = room_id, pid, claims
-        self.view.appointment, self.view.window = claims.appointment, window
-
-        connection = self.connection_id
-        booking = self.booking = Booking(
-            claims.appointment, claims.starts_at, claims.ends_at, claims.capacity
-        )
-        join_now = JOIN_NOW in message.get("features", ())
-
-        def arrive(room: Room) -> list[Event]:
-            return policy.arrive(
-                room,
-                pid,
-                claims.role,
-                now=now,
-                connection=connection,
-                booking=booking,
-                join_now=join_now,
-            )
-
-        await self.hub.join(
-            room_id,
-            pid,
-            self,
-            arrive,
-            window=window,
-            appointment=claims.appointment,
-            welcome=lambda room: self.deliver(self._welcome(room, resumed=present, now=now)),
-            name=name,
-        )
-        self.metrics.hellos.inc()
-        log.info("%s joined %s as %s", pid, room_id, claims.role.value)
-
-    def _participant_id(self, claims: JoinClaims) -> ParticipantId:
-        """A booked person (a token with a subject) is always the same participant in a
-        room, so a second connection replaces the first instead of queueing twice. A
-        general-link guest is new each time unless it resumes."""
-        if claims.subject is None:
-            return ParticipantId("g_" + secrets.token_urlsafe(9))
-        # Keyed, not a bare hash: the clinic's ids for people are guessable, and an id seen
-        # in a log or an event must not give them back.
-        mac = hmac.new(
-            self.settings.participant_key,
-            f"{claims.room}\0{claims.role.value}\0{claims.subject}".encode(),
-            hashlib.sha256,
-        )
-        return ParticipantId("p_" + mac.hexdigest()[:16])
-
-    def _window(self, claims: JoinClaims) -> JoinWindow | None:
-        if claims.starts_at is None or claims.ends_at is None:
-            return None  # a room without an appointment is always open
-        return JoinWindow.around(
-            claims.starts_at,
-            claims.ends_at,
-            opens_before=self.settings.window_opens_before,
-            closes_after=self.settings.window_closes_after,
-        )
-
-    def _welcome(self, room: Room, *, resumed: bool, now: float) -> Message:
-        assert self.claims is not None
-        participant = room.get(self.pid)
-        settings = self.settings
-        resume = ResumeClaims(
-            room=self.room_id,
-            participant=self.pid,
-            role=participant.role,
-            name=self.name,
-            appointment=self.claims.appointment,
-            not_before=now,
-            expires_at=now + settings.resume_ttl,
-            token_id=new_token_id(),
-        )
-        status = call_status_for(room, self.view, now).value
-        self.view.sent["status"] = {"type": "status", "call_status": status}
-        session = room.active_session
-        ice = ice_servers_for(
-            self.pid,
-            now,
-            stun_urls=settings.stun_urls,
-            turn_urls=settings.turn_urls,
-            turn_secret=settings.turn_secret,
-            turn_ttl=settings.turn_ttl,
-        )
-        return {
-            "type": "welcome",
-            "protocol": PROTOCOL_VERSION,
-            "room": self.room_id,
-            "participant_id": self.pid,
-            "role": participant.role.value,
-            "name": self.name,
-            "stage": participant.stage.value,
-            "call_status": status,
-            "appointment_id": self.booking.appointment,
-            "starts_at": self.booking.starts_at,
-            "session_id": session.id if session is not None else None,
-            "resumed": resumed,
-            "resume_token": encode_resume(resume, settings.keyring),
-            "resume_grace": settings.resume_grace,
-            "heartbeat_interval": self.limits.heartbeat_interval,
-            "ice_servers": [server.to_wire() for server in ice],
-        }
+    def _count(self, action: Send) -> None:
+        if action.code is not None:
+            self.metrics.errors.labels(action.code).inc()

@@ -58,6 +58,11 @@ class Metrics:
         self.relayed_offer = relayed.labels("offer")
         self.relayed_answer = relayed.labels("answer")
         self.relayed_candidate = relayed.labels("candidate")
+        self._relayed = {
+            "offer": self.relayed_offer,
+            "answer": self.relayed_answer,
+            "candidate": self.relayed_candidate,
+        }
         self.knock_to_admit = Histogram(
             "vestibule_knock_to_admit_seconds",
             "Seconds from joining the waiting room to entering the call, as decided here.",
@@ -82,6 +87,10 @@ class Metrics:
         self.webhook_delivered = deliveries.labels("delivered")
         self.webhook_failed = deliveries.labels("failed")
         self.webhook_dead = deliveries.labels("dead")
+
+    def relayed(self, kind: str) -> None:
+        """One relayed message of ``kind`` (offer, answer, candidate)."""
+        self._relayed[kind].inc()
 
     def watch(self, read: Callable[[], Iterable[Metric]]) -> None:
         """Add readings taken at each scrape (``read`` yields metric families)."""
