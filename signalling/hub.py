@@ -64,6 +64,7 @@ CLOSE_REPLACED = 4409
 ATTEMPTS = 20  # compare-and-append retries before a command gives up (room_busy)
 FEED_POLL = 1.0  # seconds the feed waits for a message before it looks again
 FEED_WAIT = 5.0  # seconds a room waits for the feed to be back before it gives up
+MAX_HELD = 256  # call set-up messages kept for a participant still joining (then dropped)
 
 
 class Peer(Protocol):
@@ -93,6 +94,10 @@ class _Entry:
     resync: asyncio.Task[None] | None = None  # reading the stream for that
     # Display names of the people in the room: the events have none (eventlog.names_key).
     names: dict[ParticipantId, str] = field(default_factory=dict)
+    # Participants joining on this node, not yet attached, with the call set-up messages
+    # sent to them meanwhile: the feed may tell the room of an arrival (a roster naming
+    # it) before the append that recorded it returns here (`_commit`).
+    joining: dict[ParticipantId, list[Message]] = field(default_factory=dict)
 
 
 class _Feed(PubSub):
@@ -267,6 +272,8 @@ class Hub:
                     self._tell(entry, pid, peer, events)
                 else:
                     self._fan_out(entry, events)
+                for message in entry.joining.pop(pid, ()):
+                    peer.deliver(message)  # after the welcome and the views, in order
                 return events
         raise RoomBusy("the room is too busy to decide this now: try again")
 
@@ -322,9 +329,11 @@ class Hub:
             welcome(entry.room)
             return pid, peer
 
+        entry.joining.setdefault(pid, [])
         try:
             events = await self._commit(entry, command, attach, names)
         except BaseException:
+            entry.joining.pop(pid, None)
             await self.bus.unregister(room_id, pid, peer.connection_id)
             raise
         for old in previous:
@@ -365,9 +374,7 @@ class Hub:
         entry = self._rooms[room_id]
         room = entry.room
         check_signal(room, sender, to)
-        peer = entry.peers.get(to)
-        if peer is not None:
-            peer.deliver(message)
+        if self._deliver(entry, to, message):
             return
         # The fold's view of the recipient's connection validates the bus's cached location.
         recipient = room.participants[to]
@@ -380,9 +387,22 @@ class Hub:
     def receive(self, room_id: RoomId, to: ParticipantId, message: Message) -> None:
         """A transient message from another node for one of ours."""
         entry = self._rooms.get(room_id)
-        peer = None if entry is None else entry.peers.get(to)
+        if entry is not None:
+            self._deliver(entry, to, message)
+
+    def _deliver(self, entry: _Entry, to: ParticipantId, message: Message) -> bool:
+        """Give ``message`` to ``to`` if it is attached here, or keep it for when it is
+        (it is joining); False if it is neither."""
+        peer = entry.peers.get(to)
         if peer is not None:
             peer.deliver(message)
+            return True
+        held = entry.joining.get(to)
+        if held is None:
+            return False
+        if len(held) < MAX_HELD:
+            held.append(message)
+        return True
 
     # -- background work ------------------------------------------------------------------
 
