@@ -768,8 +768,26 @@ async def admit_all_phase(
                 first, room=room, token=token(room, Role.PATIENT, now=now, subject="p")
             )
         )
-        await bounded(count, guest)
-        await host.expect("waiting_list", where=lambda m: len(m["entries"]) >= count, timeout=limit)
+        # In chunks of IN_FLIGHT, each until the host's list has it: the server CPU of each
+        # chunk says whether a join costs more as the room fills (issue 11: the last 100
+        # within 1.3x the first 100).
+        chunks: list[float] = []
+        for start in range(0, count, IN_FLIGHT):
+            size = min(IN_FLIGHT, count - start)
+            cpu0 = target.server_cpu()
+            await bounded(size, lambda i, start=start: guest(start + i))
+            await host.expect(
+                "waiting_list",
+                where=lambda m, n=start + size: len(m["entries"]) >= n,
+                timeout=limit,
+            )
+            chunks.append((target.server_cpu() - cpu0) / size)
+        out.update(
+            join_cpu_s=sum(c * min(IN_FLIGHT, count - i * IN_FLIGHT) for i, c in enumerate(chunks)),
+            join_cpu_first_ms=chunks[0] * 1000,
+            join_cpu_last_ms=chunks[-1] * 1000,
+            join_cpu_growth=chunks[-1] / chunks[0] if chunks[0] else NAN,
+        )
         await target.settle(10.0)
         return host
 

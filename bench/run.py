@@ -368,6 +368,10 @@ SINGLE_ROWS: list[tuple[str, str, str, str]] = [
     ("admit_all: all admitted, ms", "admit_all.admit_all_ms", "{:.0f}", "admit"),
     ("admit_all: median guest admitted, ms", "admit_all.admit_all_p50_ms", "{:.0f}", "admit"),
     ("  admit_all set-up (joins + knocks), s", "admit_all.admit_all_setup_s", "{:.1f}", "admit"),
+    ("join + knock into one room: node CPU, s", "admit_all.join_cpu_s", "{:.2f}", "admit"),
+    ("  CPU per join, first 100, ms", "admit_all.join_cpu_first_ms", "{:.2f}", "admit"),
+    ("  CPU per join, last 100, ms", "admit_all.join_cpu_last_ms", "{:.2f}", "admit"),
+    ("  last 100 / first 100", "admit_all.join_cpu_growth", "{:.2f}", "admit"),
     ("  load average (1 min)", "admit_all.load", "{:.1f}", "admit"),
     ("hellos refused or failed, retried", "hello_retries", "{:.0f}", ""),
 ]

@@ -43,6 +43,7 @@ class Room:
         self._queue: dict[ParticipantId, None] = {}  # insertion order is arrival order
         self._occupancy = 0  # patients and guests in the call
         self._hosts_in_call = 0
+        self._hosts: dict[ParticipantId, None] = {}  # the hosts in the room, at any stage
         self._absent = 0  # participants whose connection is lost
         self._present: Counter[AppointmentId | None] = Counter()  # patients and guests
         # Appointments whose call ended, with when (the latest ENDED_KEPT, oldest first).
@@ -60,6 +61,7 @@ class Room:
         other._queue = dict(self._queue)
         other._occupancy = self._occupancy
         other._hosts_in_call = self._hosts_in_call
+        other._hosts = dict(self._hosts)
         other._absent = self._absent
         other._present = self._present.copy()
         other._ended = dict(self._ended)
@@ -149,6 +151,18 @@ class Room:
         """Participants in the waiting room, first arrival first."""
         return [self._participants[pid] for pid in self._queue]
 
+    def queued(self, pid: ParticipantId) -> bool:
+        """Whether ``pid`` is in the waiting room (constant time)."""
+        return pid in self._queue
+
+    def last_queued(self, count: int) -> dict[ParticipantId, int]:
+        """The last ``count`` in the waiting room, with their places (time O(count))."""
+        size = len(self._queue)
+        out: dict[ParticipantId, int] = {}
+        for place, pid in zip(range(size, size - count, -1), reversed(self._queue), strict=False):
+            out[pid] = place
+        return out
+
     def position(self, pid: ParticipantId) -> int | None:
         """1-based place in the waiting room, or None if not waiting."""
         for index, queued in enumerate(self._queue, start=1):
@@ -162,6 +176,10 @@ class Room:
     def occupancy(self) -> int:
         """Patients and guests in the call (the host does not count against capacity)."""
         return self._occupancy
+
+    def hosts(self) -> Iterable[ParticipantId]:
+        """The hosts in the room (connected or not, at any stage), without a scan."""
+        return self._hosts.keys()
 
     def host_in_call(self) -> bool:
         """Whether a host is in the call: connected, or within its grace period (a host
@@ -517,6 +535,10 @@ class Room:
         self._absent += sign * (participant.absent_since is not None)
         if participant.is_host:
             self._hosts_in_call += sign * in_call
+            if sign > 0:
+                self._hosts[participant.id] = None
+            else:
+                self._hosts.pop(participant.id, None)
             return
         self._occupancy += sign * in_call
         self._present[participant.booking.appointment] += sign

@@ -25,6 +25,41 @@ from websockets.exceptions import ConnectionClosed
 from signalling.wire import Codec, Message
 
 STATE_TYPES = frozenset({"status", "waiting", "roster", "waiting_list", "notice"})
+LIST_FIELDS = {"waiting_list": "entries", "roster": "participants"}  # the lists (§6.8)
+
+
+class Lists:
+    """The client's copy of the lists the server sends as deltas (hello feature
+    ``deltas``, PROTOCOL.md §6.8): each delta is applied to the list of the version before
+    and turned into the whole list, as the server would have sent it."""
+
+    def __init__(self) -> None:
+        self._lists: dict[str, tuple[int, dict[str, Message]]] = {}
+
+    def take(self, message: Message) -> Message | None:
+        """The whole list after ``message`` (a list or its delta); None for a delta that
+        does not follow on from the copy (a gap: ask for the lists again, ``resync``)."""
+        kind = message["type"]
+        if kind in LIST_FIELDS:
+            entries = {e["participant_id"]: e for e in message[LIST_FIELDS[kind]]}
+            self._lists[kind] = (message.get("version", 0), entries)
+            return message
+        kind = kind.removesuffix("_delta")
+        version, entries = self._lists.get(kind, (None, {}))
+        if version is None or message["version"] != version + 1:
+            self._lists.pop(kind, None)
+            return None
+        for pid in message["removed"]:
+            entries.pop(pid, None)
+        for entry in message["changed"]:
+            entries[entry["participant_id"]] = entry
+        for entry in message["added"]:
+            entries[entry["participant_id"]] = entry
+        self._lists[kind] = (message["version"], entries)
+        items = list(entries.values())
+        if kind == "waiting_list":
+            items = [{**e, "position": i} for i, e in enumerate(items, start=1)]
+        return {"type": kind, LIST_FIELDS[kind]: items, "version": message["version"]}
 
 
 class ClientError(Exception):
@@ -52,6 +87,8 @@ class Client:
         self._reader: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._next_id = 0
+        self.lists = Lists()
+        self.resyncs = 0  # gaps in the deltas seen (each answered with a resync)
 
     @classmethod
     async def connect(
@@ -66,12 +103,17 @@ class Client:
         timeout: float = 10.0,
         heartbeat: bool = True,
         features: tuple[str, ...] = (),
+        deltas: bool = True,
     ) -> Client:
         """Open a connection and say hello; raise ClientError if the server refuses.
         With ``heartbeat`` the client pings at the interval the welcome asks for.
         ``features`` go in the hello: ``("join_now",)`` makes the server tell this client
         when it may join (``waiting.can_join``) instead of letting it in by itself; then
-        `join` enters."""
+        `join` enters. With ``deltas`` the server sends what changed in the lists, and
+        the client turns it back into whole lists (`Lists`): what it receives and keeps
+        in `state` is the same either way."""
+        if deltas and "deltas" not in features:
+            features = (*features, "deltas")
         ws = await connect(url, compression=None, open_timeout=timeout)
         client = cls(ws, codec)
         client._reader = asyncio.create_task(client._read())
@@ -222,6 +264,15 @@ class Client:
                     if isinstance(frame, str)
                     else msgpack.unpackb(frame, raw=False)
                 )
+                if message.get("type") in ("waiting_list_delta", "roster_delta"):
+                    whole = self.lists.take(message)
+                    if whole is None:
+                        self.resyncs += 1
+                        await self.send({"type": "resync"})
+                        continue
+                    message = whole
+                elif message.get("type") in LIST_FIELDS:
+                    self.lists.take(message)
                 if message.get("type") in STATE_TYPES:
                     self.state[message["type"]] = message
                 async with self._arrived:

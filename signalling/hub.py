@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,7 +51,7 @@ from signalling.eventlog import (
 )
 from signalling.projector import note_window, queue_change, read_snapshot
 from signalling.supervisor import failure
-from signalling.views import Notices, Shared, Snapshot, View, notices, updates
+from signalling.views import Lists, Notices, Shared, Snapshot, View, notices, updates
 from signalling.wire import Message
 
 log = logging.getLogger("vestibule.signalling.hub")
@@ -89,6 +89,7 @@ class _Entry:
     loaded: bool = False
     busy: int = 0  # joins and departures under way: the entry stays until they finish
     shared: dict[str, Shared] = field(default_factory=dict)  # last shared payloads
+    lists: Lists = field(default_factory=Lists)  # the waiting list and roster, versioned
     early: list[bytes] = field(default_factory=list)  # feed messages while loading
     stale: bool = False  # the fold missed events: read the stream again
     resync: asyncio.Task[None] | None = None  # reading the stream for that
@@ -98,6 +99,8 @@ class _Entry:
     # sent to them meanwhile: the feed may tell the room of an arrival (a roster naming
     # it) before the append that recorded it returns here (`_commit`).
     joining: dict[ParticipantId, list[Message]] = field(default_factory=dict)
+    # Join windows this node has noted for the projector (once each, not on every hello).
+    windows: set[tuple[AppointmentId, float]] = field(default_factory=set)
 
 
 class _Feed(PubSub):
@@ -201,6 +204,7 @@ class Hub:
         missing = [p for p in room.participants if p not in entry.names]
         entry.names.update(await self.log.names(room.id, missing))
         entry.room, entry.last_id = room, last_id
+        entry.lists.invalidate()
         self._fan_out(entry, [])
         self._resync(entry)  # anything appended since that read
 
@@ -318,7 +322,10 @@ class Hub:
         await self._load(room_id)
         await self.bus.register(room_id, pid, peer.connection_id)
         if window is not None and appointment is not None:
-            await note_window(self.redis, room_id, appointment, window.closes_at)
+            noted = (appointment, window.closes_at)
+            if noted not in entry.windows:
+                await note_window(self.redis, room_id, appointment, window.closes_at)
+                entry.windows.add(noted)
         previous: list[Peer] = []
 
         def attach() -> tuple[ParticipantId, Peer]:
@@ -383,6 +390,14 @@ class Hub:
         if node is None or node == self.bus.node_id:
             raise PeerUnavailable(f"cannot reach {to}: its connection is down", {"participant": to})
         await self.bus.send(node, room_id, to, message)
+
+    def retell(self, room_id: RoomId, pid: ParticipantId) -> None:
+        """Send participant ``pid``, attached here, what its view does not have (after a
+        ``resync``, its whole state: the lists in full)."""
+        entry = self._rooms.get(room_id)
+        peer = None if entry is None else entry.peers.get(pid)
+        if entry is not None and peer is not None:
+            self._tell(entry, pid, peer, [])
 
     def receive(self, room_id: RoomId, to: ParticipantId, message: Message) -> None:
         """A transient message from another node for one of ours."""
@@ -649,19 +664,29 @@ class Hub:
 
     # -- fan-out --------------------------------------------------------------------------
 
-    def _fan_out(self, entry: _Entry, events: list[Event]) -> None:
-        """Tell everyone attached: first every participant's notices (an ``admitted``
-        must not wait for the rosters of a thousand others), then the state updates."""
-        peers = list(entry.peers.items())
+    def _fan_out(self, entry: _Entry, events: list[Event], clock: bool = False) -> None:
+        """Tell everyone attached what ``events`` (or, with ``clock``, the time alone)
+        changed for them: first every participant's notices (an ``admitted`` must not
+        wait for the rosters of a thousand others), then the state updates. A quiet
+        change (`views.quiet_change`) is told only to its own people and the hosts."""
+        attached = entry.peers
         if events:
-            attached = dict(peers)
             for pid, messages in Notices(events):
                 peer = attached.get(pid)
                 if peer is not None:
                     for message in messages:
                         peer.deliver(message)
-        snapshot = self._snapshot(entry)
-        for pid, peer in peers:
+        snapshot = self._snapshot(entry, events)
+        if snapshot.quiet is None or clock:
+            told = list(attached.items())
+        else:
+            hosts = entry.room.hosts()
+            told = [
+                (pid, attached[pid])
+                for pid in dict.fromkeys([*snapshot.quiet, *hosts])
+                if pid in attached
+            ]
+        for pid, peer in told:
             for message in updates(peer.view, pid, snapshot):
                 peer.deliver(message)
         for event in events:
@@ -695,7 +720,7 @@ class Hub:
         connection, sending only what changed. Returns how many rooms."""
         served = [entry for entry in self._rooms.values() if entry.loaded and entry.peers]
         for entry in served:
-            self._fan_out(entry, [])
+            self._fan_out(entry, [], clock=True)
         return len(served)
 
     def _tell(
@@ -711,8 +736,16 @@ class Hub:
         for message in updates(peer.view, pid, snapshot or self._snapshot(entry)):
             peer.deliver(message)
 
-    def _snapshot(self, entry: _Entry) -> Snapshot:
-        return Snapshot(entry.room, now=self.clock(), shared=entry.shared, names=entry.names)
+    def _snapshot(self, entry: _Entry, events: Sequence[Event] = ()) -> Snapshot:
+        """The room's payloads after ``events`` (none: as the lists were last told)."""
+        return Snapshot(
+            entry.room,
+            now=self.clock(),
+            shared=entry.shared,
+            names=entry.names,
+            lists=entry.lists,
+            events=list(events),
+        )
 
 
 def _connection(participant: Participant | None) -> str | None:

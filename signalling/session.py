@@ -57,7 +57,7 @@ from signalling.errors import (
 )
 from signalling.ice import ice_servers_for
 from signalling.settings import Settings
-from signalling.views import View, call_status_for
+from signalling.views import DELTAS, View, call_status_for
 from signalling.wire import Codec, Message, decode, error
 
 PROTOCOL_VERSION = 1
@@ -121,6 +121,7 @@ class JoinPlan:
     window: JoinWindow | None
     join_now: bool
     connection: str
+    deltas: bool  # the client takes the lists as deltas (hello feature "deltas", §6.8)
     now: float
     ref: object = None
     was_present: bool = False
@@ -170,7 +171,12 @@ class Relay:
     ref: object
 
 
-Action = Send | Close | Join | Execute | Relay
+@dataclass(frozen=True, slots=True)
+class Retell:
+    """Send the client its state again, the lists in full (it asked: ``resync``)."""
+
+
+Action = Send | Close | Join | Execute | Relay | Retell
 
 
 # -- the session ----------------------------------------------------------------------------
@@ -246,6 +252,9 @@ class Session:
             return [Relay(to, relayed, kind, ref)]
         if kind == "hello":
             raise DuplicateHello("hello was already accepted on this connection")
+        if kind == "resync":
+            self.view.versions.clear()  # what it has of the lists is forgotten: full ones
+            return [Retell()]
         return [Execute(kind, self._command(kind, message, now), ref, kind in ADMITTING)]
 
     def _command(self, kind: str, message: Message, now: float) -> Command:
@@ -333,6 +342,7 @@ class Session:
             booking=booking,
             window=self._window(claims),
             join_now=JOIN_NOW in message.get("features", ()),
+            deltas=DELTAS in message.get("features", ()),
             connection=self.connection,
             now=now,
             ref=ref,
@@ -345,6 +355,7 @@ class Session:
         self.room, self.participant, self.claims = plan.room, plan.participant, plan.claims
         self.name, self.booking = plan.name, plan.booking
         self.view.appointment, self.view.window = plan.claims.appointment, plan.window
+        self.view.deltas = plan.deltas
         return self._welcome(room, resumed=plan.was_present, now=plan.now)
 
     def failed(self, exc: BaseException, ref: object = None) -> list[Action]:

@@ -13,6 +13,14 @@ participants receive (the status, the roster, the waiting list, the lobby's ``wa
 once, as a `Shared` message. A shared message equal to the one built for the room's
 previous change is that same object, so telling whether a participant has seen it is an
 identity check, and `frame` encodes a shared message once per codec for all its receivers.
+
+The two lists, ``waiting_list`` and ``roster``, are kept between changes (`Listing`), each
+with a version, and a client that asked for them (the ``deltas`` feature) is sent only what
+changed: ``waiting_list_delta`` and ``roster_delta`` (PROTOCOL.md §6.8). A change that only
+brings people without an appointment into the waiting room, or changes their connection
+(`quiet_change`: a thousand guests arriving), changes nothing for anyone but them and the
+hosts: their entries are worked out, and only they and the hosts are told. The work of such
+a change does not grow with the room.
 """
 
 from __future__ import annotations
@@ -33,15 +41,21 @@ from rooms.room import Room
 from rooms.status import CallStatus, call_status
 from signalling.wire import Codec, Message
 
+DELTAS = "deltas"  # the hello feature: send the lists as deltas (§6.8)
+
 
 @dataclass(slots=True)
 class View:
     """What one connection was last told of each kind of state, and the appointment its
-    join token is for (with its join window), which its call status is worked out for."""
+    join token is for (with its join window), which its call status is worked out for.
+    ``versions`` are the versions of the lists (`Listing`) it was last sent (None: it does
+    not see that list); with ``deltas`` it is sent what changed in them, not the lists."""
 
     sent: dict[str, object] = field(default_factory=dict)
     appointment: AppointmentId | None = None
     window: JoinWindow | None = None
+    deltas: bool = False
+    versions: dict[str, int | None] = field(default_factory=dict)
 
 
 class Shared(dict[str, Any]):
@@ -65,6 +79,154 @@ def frame(message: Message, codec: Codec) -> str | bytes:
     return encoded
 
 
+Entry = dict[str, Any]  # one participant's entry in a list (no position: it is the order)
+
+
+class Listing:
+    """A list several participants see (``waiting_list``: entries, ``roster``:
+    participants), kept between the room's changes: the entries by participant, in order,
+    and a version that goes up by one with each change. ``delta`` is the change from the
+    version before, as a message (None when it cannot be said as one: an entry moved)."""
+
+    __slots__ = ("_full", "delta", "entries", "field", "kind", "version")
+
+    def __init__(self, kind: str, field: str) -> None:
+        self.kind, self.field = kind, field
+        self.entries: dict[ParticipantId, Entry] = {}
+        self.version = 0
+        self.delta: Shared | None = None
+        self._full: Shared | None = None
+
+    def full(self) -> Shared:
+        """The whole list, as of this version (built once per version)."""
+        if self._full is None or self._full["version"] != self.version:
+            items: list[Entry] = list(self.entries.values())
+            if self.kind == "waiting_list":
+                items = [{**e, "position": i} for i, e in enumerate(items, start=1)]
+            self._full = Shared({"type": self.kind, self.field: items, "version": self.version})
+        return self._full
+
+    def replace(self, new: dict[ParticipantId, Entry]) -> None:
+        """The list is now ``new`` (in order): a new version if anything changed."""
+        old = self.entries
+        removed = [pid for pid in old if pid not in new]
+        added: list[Entry] = []
+        changed: list[Entry] = []
+        in_order = True
+        for pid, entry in new.items():
+            before = old.get(pid)
+            if before is None:
+                added.append(entry)
+            elif added:
+                in_order = False  # someone already listed comes after a newcomer
+            elif before != entry:
+                changed.append(entry)
+        if in_order and [p for p in old if p in new] != [p for p in new if p in old]:
+            in_order = False  # someone moved
+        if not (removed or added or changed) and in_order:
+            return
+        self.entries = new
+        self._bump(removed, changed, added, in_order)
+
+    def update(self, changes: Iterable[tuple[ParticipantId, Entry | None]]) -> None:
+        """Only these entries changed (None: gone); a newcomer goes at the end."""
+        removed: list[ParticipantId] = []
+        added: list[Entry] = []
+        changed: list[Entry] = []
+        entries = self.entries
+        for pid, entry in changes:
+            before = entries.get(pid)
+            if entry is None:
+                if before is not None:
+                    del entries[pid]
+                    removed.append(pid)
+            elif before is None:
+                entries[pid] = entry
+                added.append(entry)
+            elif before != entry:
+                entries[pid] = entry
+                changed.append(entry)
+        if removed or added or changed:
+            self._bump(removed, changed, added, True)
+
+    def _bump(
+        self, removed: list[ParticipantId], changed: list[Entry], added: list[Entry], ok: bool
+    ) -> None:
+        self.version += 1
+        self.delta = (
+            Shared(
+                {
+                    "type": f"{self.kind}_delta",
+                    "version": self.version,
+                    "removed": removed,
+                    "changed": changed,
+                    "added": added,
+                }
+            )
+            if ok
+            else None
+        )
+
+
+# What a change may be to be `quiet_change`: about people who stay out of the call.
+_QUIET = frozenset({EventKind.ARRIVED, EventKind.KNOCKED, EventKind.DISCONNECTED,
+                    EventKind.RECONNECTED})  # fmt: skip
+
+
+def signature(room: Room) -> tuple[object, ...]:
+    """What everyone's entry rule and call status depend on besides their own record
+    (`admission.policy.decide`, `rooms.status.call_status`): the active call, whether a
+    host is in it, the occupancy, whether any patient or guest is here, the notice."""
+    session = room.active_session
+    return (
+        None if session is None else (session.id, session.appointment, session.capacity),
+        room.host_in_call(),
+        room.occupancy(),
+        room.present() > 0,
+        room.notice,
+    )
+
+
+def quiet_change(room: Room, events: Iterable[Event]) -> list[ParticipantId] | None:
+    """The participants ``events`` (just applied to ``room``) are about, in order, if the
+    change tells nobody else anything new except the hosts (what is in the waiting list):
+    patients and guests without an appointment who arrive, wait at the end of the queue,
+    or lose or get back their connection, and are not in the call. None for any other
+    change (then everyone's view is looked at). The caller checks `signature` too."""
+    touched: dict[ParticipantId, None] = {}
+    for event in events:
+        pid = event.participant
+        if event.kind not in _QUIET or pid is None:
+            return None
+        participant = room.participants.get(pid)
+        if (
+            participant is None
+            or participant.is_host
+            or participant.stage is Stage.IN_CALL
+            or participant.booking.appointment is not None
+        ):
+            return None
+        touched[pid] = None
+    return list(touched)
+
+
+class Lists:
+    """A room's two lists between changes, and what they were last worked out on: the
+    room's version and `signature`."""
+
+    __slots__ = ("at", "roster", "signature", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting = Listing("waiting_list", "entries")
+        self.roster = Listing("roster", "participants")
+        self.at = -1  # the room version the lists are of (-1: work them out in full)
+        self.signature: tuple[object, ...] | None = None
+
+    def invalidate(self) -> None:
+        """The room was replaced (a rebuild): work the lists out in full next time."""
+        self.at = -1
+
+
 class Snapshot:
     """The room's shared payloads after a change, built on first use.
 
@@ -78,12 +240,19 @@ class Snapshot:
         now: float,
         shared: dict[str, Shared] | None = None,
         names: Mapping[ParticipantId, str] | None = None,
+        lists: Lists | None = None,
+        events: list[Event] | None = None,
     ) -> None:
-        """``names`` are the display names of the room's people (the room has none)."""
+        """``names`` are the display names of the room's people (the room has none).
+        ``lists`` are the room's lists as of the change before, and ``events`` the change
+        (already applied to ``room``; None: not known, work the lists out in full)."""
         self.room = room
         self.names: Mapping[ParticipantId, str] = {} if names is None else names
         self.now = now
         self.shared: dict[str, Shared] = {} if shared is None else shared
+        self.lists = Lists() if lists is None else lists
+        self.quiet: list[ParticipantId] | None = None  # set by `_lists`: see quiet_change
+        self._update_lists(events)
         self._lobby: dict[tuple[Role, AppointmentId | None, bool], Shared] = {}
         self._status: dict[tuple[AppointmentId | None, float | None], Shared] = {}
 
@@ -102,29 +271,36 @@ class Snapshot:
             )
         return message
 
-    @cached_property
-    def roster(self) -> list[dict[str, object]]:
-        return [self._person(p) for p in self.room.in_call()]
-
-    @cached_property
-    def waiting_list(self) -> list[dict[str, object]]:
-        """The waiting room for the host, in arrival order: who, for which appointment
-        (and when it starts), and why each one waits."""
-        out: list[dict[str, object]] = []
-        for i, p in enumerate(self.room.waiting(), start=1):
-            verdict = decide(self.room, p)
-            out.append(
-                {
-                    **self._person(p),
-                    "reason": verdict.reason.value,
-                    "position": i,
-                    "since": p.knocked_at,
-                    "appointment_id": p.appointment,
-                    "starts_at": p.booking.starts_at,
-                    "can_join": verdict.decision is Decision.JOIN_NOW,
-                }
+    def _update_lists(self, events: list[Event] | None) -> None:
+        """Bring the lists up to this change: only the entries of a quiet change's people,
+        if the lists are of the version just before it; else all of them."""
+        room, lists = self.room, self.lists
+        sign = signature(room)
+        quiet = None
+        if events is not None and lists.at == room.version - len(events):
+            quiet = quiet_change(room, events) if sign == lists.signature else None
+        if quiet is not None:
+            queued = room.queued
+            lists.waiting.update(
+                (pid, self._waiting_entry(room.participants[pid]) if queued(pid) else None)
+                for pid in quiet
             )
-        return out
+        else:
+            lists.waiting.replace({p.id: self._waiting_entry(p) for p in room.waiting()})
+            lists.roster.replace({p.id: self._person(p) for p in room.in_call()})
+        self.quiet = quiet
+        lists.at, lists.signature = room.version, sign
+
+    def _waiting_entry(self, p: Participant) -> Entry:
+        verdict = decide(self.room, p)
+        return {
+            **self._person(p),
+            "reason": verdict.reason.value,
+            "since": p.knocked_at,
+            "appointment_id": p.appointment,
+            "starts_at": p.booking.starts_at,
+            "can_join": verdict.decision is Decision.JOIN_NOW,
+        }
 
     @cached_property
     def expected(self) -> dict[AppointmentId, float]:
@@ -148,12 +324,29 @@ class Snapshot:
         return {p.id: i for i, p in enumerate(self.room.waiting(), start=1)}
 
     @cached_property
-    def roster_message(self) -> Shared:
-        return self._reuse("roster", {"type": "roster", "participants": self.roster})
+    def _tail(self) -> dict[ParticipantId, int]:
+        return self.room.last_queued(len(self.quiet or ()))
 
-    @cached_property
-    def waiting_list_message(self) -> Shared:
-        return self._reuse("waiting_list", {"type": "waiting_list", "entries": self.waiting_list})
+    def position(self, pid: ParticipantId) -> int | None:
+        """``pid``'s place in the waiting room, from 1: in constant time for the people of
+        a quiet change at the end of the queue (newcomers), else from `positions`."""
+        if not self.room.queued(pid):
+            return None
+        return self._tail.get(pid) or self.positions[pid]
+
+    def listed(self, view: View, listing: Listing, sees: bool) -> Message | None:
+        """What ``view`` is to be sent of ``listing`` now: the list, its delta, or None
+        (it has this version, or does not see the list)."""
+        had = view.versions.get(listing.kind)
+        if not sees:
+            view.versions[listing.kind] = None
+            return None
+        if had == listing.version:
+            return None
+        view.versions[listing.kind] = listing.version
+        if view.deltas and had == listing.version - 1 and listing.delta is not None:
+            return listing.delta
+        return listing.full()
 
     def waiting(self, participant: Participant) -> Message | None:
         """The ``waiting`` message for a patient or guest not in the call, else None: why
@@ -165,7 +358,7 @@ class Snapshot:
         if participant.stage is Stage.WAITING:
             return _waiting(
                 decide(self.room, participant),
-                self.positions.get(participant.id),
+                self.position(participant.id),
                 False,
                 expected,
             )
@@ -279,10 +472,11 @@ def updates(view: View, pid: ParticipantId, snapshot: Snapshot) -> list[Message]
     sent = view.sent
     _update(sent, out, "status", snapshot.status_message(view))
     _update(sent, out, "waiting", snapshot.waiting(participant))
-    _update(sent, out, "roster", snapshot.roster_message if sees_call else None)
-    _update(
-        sent, out, "waiting_list", snapshot.waiting_list_message if participant.is_host else None
-    )
+    lists = snapshot.lists
+    for listing, sees in ((lists.roster, sees_call), (lists.waiting, participant.is_host)):
+        message = snapshot.listed(view, listing, sees)
+        if message is not None:
+            out.append(message)
     notice = snapshot.notice_message(participant)
     if notice is not None or sent.get("notice") is not None:
         _update(sent, out, "notice", notice or NO_NOTICE)

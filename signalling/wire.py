@@ -218,6 +218,7 @@ CLIENT_MESSAGES: dict[str, tuple[Field, ...]] = {
     "leave": (),
     "end": (),
     "ping": (),
+    "resync": (),
     "notice": (_str("text", 200), _str("participant_id", _ID, required=False)),
 }
 

@@ -74,7 +74,7 @@ VALID: dict[str, Message] = {
         "resume": "v1.k.p.s",
         "name": "Ada",
         "protocol": 1,
-        "features": ["join_now", "some_future_feature"],
+        "features": ["join_now", "deltas", "some_future_feature"],
     },
     "knock": {"type": "knock"},
     "join": {"type": "join"},
@@ -93,6 +93,7 @@ VALID: dict[str, Message] = {
     "leave": {"type": "leave"},
     "end": {"type": "end"},
     "ping": {"type": "ping"},
+    "resync": {"type": "resync"},
     "notice": {"type": "notice", "text": "Running 10 minutes late", "participant_id": "p_1"},
 }
 assert set(VALID) == set(CLIENT_MESSAGES)  # every message type is fuzzed

@@ -7,7 +7,7 @@ from rooms.events import WaitReason
 from rooms.ids import AppointmentId, ParticipantId, RoomId, SessionId
 from rooms.roles import Role
 from rooms.room import Room
-from signalling.views import Notices, Shared, Snapshot, View, frame, updates
+from signalling.views import Lists, Notices, Shared, Snapshot, View, frame, updates
 from signalling.wire import Codec
 
 H, G0, G1, G2 = (ParticipantId(p) for p in ("h", "g0", "g1", "g2"))
@@ -28,12 +28,13 @@ def room() -> Room:
 
 def test_unchanged_payloads_are_the_same_object_and_sent_once() -> None:
     shared: dict[str, Shared] = {}
+    lists = Lists()
     r, host = room(), View()
-    first = Snapshot(r, now=5.0, shared=shared)
+    first = Snapshot(r, now=5.0, shared=shared, lists=lists)
     sent = updates(host, H, first)
     assert [m["type"] for m in sent] == ["status", "roster", "waiting_list"]
-    second = Snapshot(r, now=5.0, shared=shared)
-    assert second.waiting_list_message is first.waiting_list_message
+    second = Snapshot(r, now=5.0, shared=shared, lists=lists, events=[])
+    assert second.lists.waiting.full() is first.lists.waiting.full()
     assert updates(host, H, second) == []
     guest = View()
     assert updates(guest, G2, second)[1] == {

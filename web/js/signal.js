@@ -4,7 +4,9 @@
 // Events (all CustomEvent, payload in `detail`):
 //   "state"         {state: "connecting" | "open" | "reconnecting" | "offline", attempt, delay}
 //   "welcome"       the welcome message
-//   "message"       every other server message except pong
+//   "message"       every other server message except pong; the lists come as deltas
+//                   (hello feature "deltas", §6.8) and are given to the page whole, as
+//                   waiting_list and roster messages
 //   "name_required" {code, message}: the hello needs a display name; call start(name)
 //   "refused"       {code, message, details}: the link cannot be used (do not retry)
 //   "closed"        {reason: "left" | "denied" | "replaced" | "gave_up"}
@@ -17,6 +19,37 @@ const NAME_ERRORS = new Set(["name_required", "invalid_name"]);
 // let the user retry by hand.
 export const BACKOFF = { firstMs: 500, maxMs: 10000, attempts: 10 };
 const UNAVAILABLE_MIN_MS = 3000; // close 1013: "wait a few seconds" (§4.1)
+const LIST_FIELDS = { waiting_list: "entries", roster: "participants" };
+
+/** The page's copy of the lists the server sends as deltas (§6.8). take(message) returns
+ * the whole list after a list or its delta, or null for a delta that does not follow on
+ * from the copy (a gap: ask again with resync). */
+export class Lists {
+  constructor() {
+    this.lists = new Map(); // kind -> {version, entries: Map(participant_id -> entry)}
+  }
+
+  take(message) {
+    const whole = LIST_FIELDS[message.type];
+    if (whole) {
+      const entries = new Map(message[whole].map((e) => [e.participant_id, e]));
+      this.lists.set(message.type, { version: message.version ?? 0, entries });
+      return message;
+    }
+    const kind = message.type.replace(/_delta$/, "");
+    const list = this.lists.get(kind);
+    if (!list || message.version !== list.version + 1) {
+      this.lists.delete(kind);
+      return null;
+    }
+    for (const id of message.removed) list.entries.delete(id);
+    for (const e of [...message.changed, ...message.added]) list.entries.set(e.participant_id, e);
+    list.version = message.version;
+    let items = [...list.entries.values()];
+    if (kind === "waiting_list") items = items.map((e, i) => ({ ...e, position: i + 1 }));
+    return { type: kind, [LIST_FIELDS[kind]]: items, version: message.version };
+  }
+}
 
 export class Signal extends EventTarget {
   /** room: from the path; token: the join token; key: sessionStorage key prefix; features:
@@ -26,7 +59,8 @@ export class Signal extends EventTarget {
     this.room = room;
     this.token = token;
     this.storageKey = storageKey;
-    this.features = features;
+    this.features = features.includes("deltas") ? features : [...features, "deltas"];
+    this.lists = new Lists();
     this.name = null;
     this.ws = null;
     this.welcome = null;
@@ -168,6 +202,7 @@ export class Signal extends EventTarget {
     if (!message || typeof message.type !== "string") return;
     this.lastHeard = performance.now();
     if (message.type === "welcome") {
+      this.lists = new Lists(); // a new connection starts its lists afresh
       this.welcome = message;
       this.attempt = 0;
       this.withoutResume = false;
@@ -190,6 +225,15 @@ export class Signal extends EventTarget {
         setTimeout(() => ws === this.ws && ws.onopen && ws.onopen(), 200 + Math.random() * 300);
       }
       return;
+    }
+    if (message.type === "waiting_list_delta" || message.type === "roster_delta") {
+      message = this.lists.take(message);
+      if (message === null) {
+        ws.send(JSON.stringify({ type: "resync" })); // a gap: the lists again, whole
+        return;
+      }
+    } else if (LIST_FIELDS[message.type]) {
+      this.lists.take(message);
     }
     this.#emit("message", message);
   }
