@@ -33,7 +33,7 @@ from signalling.api.context import ApiContext
 from signalling.api.envelope import unrouted
 from signalling.api.followers import Followers
 from signalling.api.invitations import delivery_worker
-from signalling.api.links import migrate_revocations
+from signalling.api.links import is_revoked, migrate_revocations
 from signalling.bus import Bus, new_node_id
 from signalling.client_socket import ClientSocket
 from signalling.connection import Connection
@@ -81,12 +81,15 @@ def create_app(
     limits = settings.limits
     gate = Gate(limits.max_unauthenticated, limits.max_unauthenticated_per_address)
 
+    async def revoked(token_id: str) -> bool:
+        return await is_revoked(redis, token_id)
+
     async def signalling(scope: Scope, receive: Receive, send: Send) -> None:
         peer = scope.get("client")
         socket = ClientSocket(
             receive, send, backlog=settings.limits.outbox, on_authenticated=lambda: gate.leave(peer)
         )
-        connection = Connection(socket, hub, settings, clock, metrics)
+        connection = Connection(socket, hub, settings, clock, metrics, revoked)
         connections.add(connection)
         try:
             await connection.run()

@@ -18,13 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 from redis.exceptions import RedisError
 
 from rooms.ids import ParticipantId, RoomId
-from signalling.api.links import is_revoked
 from signalling.client_socket import ClientSocket
 from signalling.errors import LinkRevoked
 from signalling.hub import Hub
@@ -37,6 +36,7 @@ from signalling.session import (
     Join,
     JoinPlan,
     Relay,
+    Retell,
     Send,
     Session,
     State,
@@ -61,8 +61,13 @@ class Connection:
         settings: Settings,
         clock: Callable[[], float],
         metrics: Metrics | None = None,
+        revoked: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
+        """``revoked`` says whether the link of a join token (by its token id) was revoked
+        (the REST API's links, given by the composition root: the WebSocket path does not
+        import the API); none: links are never revoked."""
         self.socket = socket
+        self.revoked = revoked
         self.metrics = metrics or Metrics()
         self.hub = hub
         self.settings = settings
@@ -214,7 +219,7 @@ class Connection:
         return True
 
     async def _join(self, plan: JoinPlan) -> None:
-        if await is_revoked(self.hub.redis, plan.claims.token_id):
+        if self.revoked is not None and await self.revoked(plan.claims.token_id):
             raise LinkRevoked("this link has been revoked: ask for a new one")
         await self.hub.join(
             plan.room,
@@ -262,6 +267,8 @@ class Connection:
                 self.metrics.relayed(action.kind)
             elif isinstance(action, Execute):
                 await self._execute(action)
+            elif isinstance(action, Retell):
+                self.hub.retell(self.session.room, self.session.participant)
         except Exception as exc:  # noqa: BLE001 -- the session says what it gets; bugs below
             ref = action.ref if isinstance(action, Relay | Execute) else None
             try:
