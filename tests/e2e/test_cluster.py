@@ -26,9 +26,10 @@ from websockets.asyncio.client import connect
 from rooms.events import Event, EventKind, ExitCause
 from rooms.ids import RoomId
 from rooms.roles import Role
-from signalling.bus import NODES, channel, where_key
 from signalling.client import Client
 from signalling.eventlog import EventLog
+from signalling.keys import NODES, where_key
+from signalling.keys import node_channel as channel
 from signalling.redis_server import MAX_UNIX_PATH, RedisProcess
 from signalling.rtc import CallPeer
 from signalling.wire import Message
