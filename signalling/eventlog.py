@@ -5,7 +5,7 @@ msgpack in field ``e``. Appends are compare-and-append: a Lua script adds the ev
 if the stream's last id is still the one the caller's fold has seen, so two nodes deciding
 on the same room cannot both win. The keys carry the room's hash tag and the script
 touches only those, so it runs on the room's shard of a Redis Cluster (tested on a real
-one: tests/signalling/test_eventlog_cluster.py and the cluster end-to-end tests).
+one: tests/signalling/test_on_cluster.py, tests/e2e/test_cluster.py).
 
 The same script publishes what it appended on the room's channel, ``vst:{<room>}:feed``:
 a msgpack array ``[previous last id, [ids...], [events...], [participant, name, ...]]``. A
