@@ -24,7 +24,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection as RedisConnection
@@ -32,8 +32,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-
-from signalling.redis_client import CONNECT_TIMEOUT
 
 Kind = Literal["message", "subscribe", "unsubscribe"]
 QUEUE = 10_000  # items read from the shards and not taken yet; a full queue holds the readers
@@ -247,14 +245,13 @@ class _Sharded(Subscriber):
     def _shard(self, node: ClusterNode) -> _Shard:
         shard = self._shards.get(node.name)
         if shard is None:
-            # A plain client on the shard's master, of its own: its pub/sub connection must
-            # not reconnect by itself (what was published meanwhile would be lost unseen).
-            client = Redis(
-                host=node.host,
-                port=int(node.port),
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                retry=Retry(NoBackoff(), 0),
-            )
+            # A plain client on the shard's master, of its own, made as the cluster client
+            # makes its connections (password, TLS, timeouts), except that its pub/sub
+            # connection must not reconnect by itself: what was published meanwhile would
+            # be lost unseen.
+            options = {**node.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+            pool = ConnectionPool(connection_class=node.connection_class, **options)
+            client = Redis.from_pool(pool)
             shard = self._shards[node.name] = _Shard(client, client.pubsub())
             shard.reader = asyncio.get_running_loop().create_task(self._read(shard))
         return shard
