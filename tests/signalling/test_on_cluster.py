@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from rooms.events import EventKind
+import pytest
+
+from rooms.events import Event, EventKind
 from rooms.ids import AppointmentId, ParticipantId, RoomId
 from rooms.participants import Stage
 from rooms.projection import Outcome
 from rooms.roles import Role
 from rooms.room import Room
 from signalling.client import Client
-from signalling.eventlog import EventLog
+from signalling.eventlog import EMPTY, EventLog, NotReplicated
 from signalling.keys import events_key
-from signalling.projector import read_outcomes
+from signalling.projector import queue_change, read_outcomes
+from signalling.redis_client import connect
 from tests.cluster import LocalCluster
 from tests.signalling.conftest import Node, Serve, eventually
 from tests.support import WAIT_FACTOR
@@ -203,3 +206,29 @@ async def test_a_failover_amid_knocks_and_admits_loses_no_acknowledged_event(
         back = await node.connect(room=room, token=token, resume=resume, name=f"Guest{i}")
         assert back.participant_id == pid
         assert back.welcome["stage"] == truth.get(ParticipantId(pid)).stage.value
+
+
+async def test_an_append_that_no_replica_has_in_time_is_not_acknowledged(
+    redis_cluster: LocalCluster,
+) -> None:
+    redis = connect(redis_cluster.url)
+    room = RoomId(ROOMS[5])
+    log = EventLog(redis, note=queue_change, replicas=1, replica_timeout=0.2)
+    participant = ParticipantId("p_1")
+    event = Event(
+        EventKind.ARRIVED, 1.0, actor=participant, participant=participant, role=Role.GUEST
+    )
+    first = await log.append(room, EMPTY, [event])  # with its replica: acknowledged
+    replica = redis_cluster.replica_of(redis_cluster.master_of(events_key(room)))
+    redis_cluster.pause(replica)
+    try:
+        with pytest.raises(NotReplicated):
+            await log.append(room, first[-1], [event])
+    finally:
+        redis_cluster.resume(replica)
+    try:
+        # Appended all the same: the stream, which every node folds, has it; the client
+        # that asked was told `unavailable` rather than that it is safe.
+        assert len(await log.read(room)) == 2
+    finally:
+        await redis.aclose()
