@@ -469,8 +469,8 @@ class Hub:
             except TimeoutError:
                 raise RedisConnectionError("not subscribed to the rooms' feeds") from None
         feed = self._feed
-        assert feed is not None
-        if not feed.connected:
+        if feed is None or not feed.connected:
+            # (None: lost again since it was up, as when a cluster's shard keeps failing.)
             # Only the feed's listener may connect it again: a second task reconnecting the
             # same redis-py connection at once opens two sockets and leaks one. It
             # subscribes every served room when it is back.

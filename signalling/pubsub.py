@@ -31,7 +31,7 @@ from redis.asyncio.connection import Connection as RedisConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 Kind = Literal["message", "subscribe", "unsubscribe"]
 QUEUE = 10_000  # items read from the shards and not taken yet; a full queue holds the readers
@@ -191,10 +191,16 @@ class _Sharded(Subscriber):
             # A new subscriber after a lost one: ask the cluster where the slots are now
             # (a failover or a resharding is the likely loss).
             self._fresh = True
-            await self._cluster.nodes_manager.initialize()
+            try:
+                await self._cluster.nodes_manager.initialize()
+            except RedisClusterException as exc:
+                raise RedisConnectionError(f"the cluster cannot be read now: {exc}") from exc
         self._check()
         for channel in channels:
-            node = self._cluster.get_node_from_key(channel)
+            try:
+                node = self._cluster.get_node_from_key(channel)
+            except RedisClusterException as exc:  # not a RedisError: callers expect one
+                raise RedisConnectionError(f"no shard serves {channel} now") from exc
             if node is None:
                 raise RedisConnectionError(f"no shard serves {channel} now")
             shard = self._shard(node)

