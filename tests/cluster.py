@@ -176,22 +176,6 @@ class LocalCluster:
         self.wait_ok()
         return master, replica
 
-    def kill_master(self, key: str) -> tuple[int, int]:
-        """SIGKILL the master holding ``key``'s slot, as a machine failure would; the cluster
-        promotes its replica by itself (after the node timeout). Then start the old master
-        again: it comes back as the new master's replica. (old master, new master)."""
-        master = self.master_of(key)
-        replica = self.replica_of(master)
-        [member] = [m for m in self.members if m.port == master]
-        member.kill()
-        deadline = time.monotonic() + READY_TIMEOUT
-        while "role:master" not in self.call(replica, "info", "replication"):
-            assert time.monotonic() < deadline, "the replica did not take over"
-            time.sleep(0.05)
-        member.start()
-        self.wait_ok()
-        return master, replica
-
     def pause(self, port: int) -> None:
         """Freeze the member on ``port`` (SIGSTOP): it answers nothing until `resume`."""
         os.kill(self._pid(port), signal.SIGSTOP)
