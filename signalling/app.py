@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +41,7 @@ from signalling.connection import Connection
 from signalling.gate import Gate
 from signalling.hub import Hub
 from signalling.metrics import CONTENT_TYPE, Metrics, gauge, labelled
+from signalling.migrate import migrate
 from signalling.projector import Projector
 from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import RedisProcess
@@ -63,13 +65,21 @@ def create_app(
 ) -> Starlette:
     """The application for one node. ``clock`` gives unix seconds (tests inject one);
     ``redis_url`` overrides the settings'; ``embedded`` is a redis-server to supervise."""
-    url = redis_url or settings.redis_url
+    if redis_url is not None:
+        settings = dataclasses.replace(settings, redis_url=redis_url)
+    url = settings.redis_url
     if url is None:
         raise ValueError("no Redis: pass redis_url or run `vestibule serve`, which embeds one")
-    redis = connect_redis(url)
+    redis = connect_redis(url, cluster=settings.redis_cluster)
     node_id = new_node_id()
     bus = Bus(redis, node_id, clock)
-    hub = Hub(redis, bus, clock)
+    hub = Hub(
+        redis,
+        bus,
+        clock,
+        replicas=settings.wait_replicas,
+        replica_timeout=settings.redis_wait_timeout,
+    )
     metrics = Metrics()
     hooks = StatusEvents(redis) if settings.events_url else None
     ctx = ApiContext(redis, settings, clock, hub, Followers(redis, hooks))
@@ -229,6 +239,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        with contextlib.suppress(RedisError, OSError):  # another node will do it, or the next start
+            renamed = await migrate(redis)  # before the loops read the keys of now
+            if renamed:
+                log.info("moved %d keys of an older version to their names of now", renamed)
         supervisor.start()
         with contextlib.suppress(RedisError, OSError):  # another node will do it, or the next start
             moved = await migrate_revocations(redis)

@@ -41,12 +41,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from rooms.ids import ParticipantId, RoomId
+from signalling.keys import NODES, node_channel, node_rooms_key, reaper_key, where_key
+from signalling.pubsub import publish, queue_publish, subscriber
 from signalling.supervisor import Health, failure
 from signalling.wire import Message
 
 log = logging.getLogger("vestibule.signalling.bus")
 
-NODES = "vst:nodes"
 
 # Forget a participant's location only if it is still the one we registered.
 _UNREGISTER = """
@@ -83,16 +84,8 @@ def new_node_id() -> str:
     return "n_" + secrets.token_hex(6)
 
 
-def where_key(room_id: RoomId) -> str:
-    return f"vst:{{{room_id}}}:where"
-
-
-def rooms_key(node_id: str) -> str:
-    return f"vst:node:{node_id}:rooms"
-
-
-def channel(node_id: str) -> str:
-    return f"vst:node:{node_id}"
+rooms_key = node_rooms_key
+channel = node_channel
 
 
 class Bus:
@@ -228,12 +221,12 @@ class Bus:
                 try:
                     if len(outgoing) == 1:
                         [(node_id, batch)] = outgoing.items()
-                        await self.redis.publish(channel(node_id), _pack(batch.items))
+                        await publish(self.redis, channel(node_id), _pack(batch.items))
                         batch.sent.set_result(None)
                         continue
                     async with self.redis.pipeline(transaction=False) as pipe:
                         for node_id, batch in outgoing.items():
-                            pipe.publish(channel(node_id), _pack(batch.items))
+                            queue_publish(pipe, self.redis, channel(node_id), _pack(batch.items))
                         results = await pipe.execute(raise_on_error=False)
                     for batch, result in zip(outgoing.values(), results, strict=True):
                         if isinstance(result, Exception):
@@ -267,7 +260,7 @@ class Bus:
         delivered is dropped, logged without its content, and the next one follows."""
         backoff = 0.1
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = subscriber(self.redis)
             try:
                 await pubsub.subscribe(channel(self.node_id))
                 if ready is not None:
@@ -276,10 +269,10 @@ class Bus:
                     health.ok()
                 backoff = 0.1
                 while True:
-                    item: Any = await pubsub.get_message(timeout=1.0)
-                    if item is None:
+                    item = await pubsub.get(1.0)
+                    if item is None or item.kind != "message":
                         continue
-                    _deliver(item["data"], receive)
+                    _deliver(item.data, receive)
             except RedisError as exc:
                 # Without this the task ended at the first Redis restart and the node
                 # silently stopped receiving offers, answers and candidates from others.
@@ -288,7 +281,7 @@ class Bus:
                     health.failed(exc)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
@@ -299,9 +292,7 @@ class Bus:
 
     async def claim(self, node_id: str) -> bool:
         """Take the clean-up of a dead node; only one survivor gets it."""
-        claimed: Any = await self.redis.set(
-            f"vst:node:{node_id}:reaper", self.node_id, nx=True, ex=60
-        )
+        claimed: Any = await self.redis.set(reaper_key(node_id), self.node_id, nx=True, ex=60)
         return bool(claimed)
 
     async def held_by(self, node_id: str) -> dict[RoomId, list[tuple[ParticipantId, str]]]:

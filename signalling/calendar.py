@@ -46,6 +46,7 @@ from rooms.appointments import Actor
 from rooms.booking import BookingEvent, BookingEventKind, Span, SpanKind
 from rooms.ids import AppointmentId
 from rooms.slots import Busy
+from signalling.keys import calendar_tag, repairs_key
 
 BUCKETS = 16
 PRUNE_AFTER = 7 * 86400.0  # spans kept this long after they end (history for repairs)
@@ -168,8 +169,7 @@ return due
 """
 
 
-def tag(clinician: str) -> str:
-    return f"vst:{{cal:{clinician}}}"
+tag = calendar_tag
 
 
 def busy_key(clinician: str) -> str:
@@ -184,8 +184,7 @@ def events_key(clinician: str) -> str:
     return f"{tag(clinician)}:events"
 
 
-def bucket_key(bucket: int) -> str:
-    return f"vst:{{bookings:{bucket}}}:repairs"
+bucket_key = repairs_key
 
 
 def bucket_of(clinician: str) -> int:

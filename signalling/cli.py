@@ -137,7 +137,7 @@ def tune_gc() -> None:
 async def _keys(args: argparse.Namespace) -> int:
     settings = Settings.from_env(**({"data_dir": args.data_dir} if args.data_dir else {}))
     with _redis_url(settings) as url:
-        redis = connect_redis(url)
+        redis = connect_redis(url, cluster=settings.redis_cluster)
         try:
             store = ApiKeys(redis)
             if args.keys_command == "create":

@@ -3,16 +3,19 @@
 Each room has one stream, ``vst:{<room>}:events``; each entry holds one domain event as
 msgpack in field ``e``. Appends are compare-and-append: a Lua script adds the events only
 if the stream's last id is still the one the caller's fold has seen, so two nodes deciding
-on the same room cannot both win. The key carries the room's hash tag and the script
-touches only that key, so the same code runs on Redis Cluster.
+on the same room cannot both win. The keys carry the room's hash tag and the script
+touches only those, so it runs on the room's shard of a Redis Cluster (tested on a real
+one: tests/signalling/test_on_cluster.py, tests/e2e/test_cluster.py).
 
 The same script publishes what it appended on the room's channel, ``vst:{<room>}:feed``:
 a msgpack array ``[previous last id, [ids...], [events...], [participant, name, ...]]``. A
 node that serves the room subscribes to it and folds the events straight from the message
 when the previous id is the last one it has folded (otherwise it reads the stream). Redis
 sends the message, like the append's reply, only once the append is written (fsynced with
-``appendfsync always``); nothing extra is stored. An optional ``note`` is queued in the same
-round trip as the append (the projector's change note, `signalling.projector.queue_change`).
+``appendfsync always``); nothing extra is stored. An optional ``note`` is sent in the same
+round trip as the append (the projector's change note, `signalling.projector.queue_change`),
+and with ``replicas`` the append waits (``WAIT``) until that many replicas have it, so an
+event the caller was told is stored survives a failover.
 
 Events are pseudonymous. The display names of the people in a room live beside its stream,
 in ``vst:{<room>}:names`` (participant id -> name), written by the append that records their
@@ -24,26 +27,29 @@ the connection the participant left on. All three keys carry the room's hash tag
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgpack
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from rooms.events import Event
 from rooms.ids import ParticipantId, RoomId
-from signalling.bus import where_key
+from signalling.keys import events_key, feed_channel, names_key, where_key
+from signalling.pubsub import publish_command
+from signalling.redis_client import is_cluster, on_one_connection
 
 StreamId = str
 EMPTY: StreamId = "0-0"
 PAGE = 1000
 
 # KEYS: the stream, the names, the routing entries. ARGV: the expected last id, the feed
-# channel, then three counted lists: events; (participant, name) pairs to keep; and
-# (participant, connection) pairs of departures, whose names go and whose routing entry
-# goes if it still names that connection.
+# channel, the command that publishes (PUBLISH, or SPUBLISH on a cluster: the channel has
+# the room's tag, so it is on this shard), then three counted lists: events; (participant,
+# name) pairs to keep; and (participant, connection) pairs of departures, whose names go
+# and whose routing entry goes if it still names that connection.
 _APPEND = """
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local last_id = '0-0'
@@ -51,7 +57,7 @@ if #last > 0 then last_id = last[1][1] end
 if last_id ~= ARGV[1] then return {'conflict', last_id} end
 local out = {'ok'}
 local ids, events, names = {}, {}, {}
-local i = 3
+local i = 4
 for _ = 1, tonumber(ARGV[i]) do
   i = i + 1
   local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
@@ -76,25 +82,12 @@ for _ = 1, tonumber(ARGV[i]) do
   end
   i = i + 2
 end
-redis.call('PUBLISH', ARGV[2], cmsgpack.pack({ARGV[1], ids, events, names}))
+redis.call(ARGV[3], ARGV[2], cmsgpack.pack({ARGV[1], ids, events, names}))
 return out
 """
 
-Note = Callable[[Pipeline, RoomId], object]
-
-
-def events_key(room_id: RoomId) -> str:
-    return f"vst:{{{room_id}}}:events"
-
-
-def feed_channel(room_id: RoomId) -> str:
-    """Where the appends to ``room_id`` are published."""
-    return f"vst:{{{room_id}}}:feed"
-
-
-def names_key(room_id: RoomId) -> str:
-    """The display names of the people in ``room_id`` (hash: participant id -> name)."""
-    return f"vst:{{{room_id}}}:names"
+# The change note of an append: the command that records it (XADD ...), and its key.
+Note = Callable[[RoomId], tuple[str, tuple[object, ...]]]
 
 
 Feed = tuple[StreamId, list[StreamId], list[bytes], dict[ParticipantId, str]]
@@ -138,15 +131,34 @@ class Conflict(Exception):
         self.last_id = last_id
 
 
+class NotReplicated(RedisError):
+    """The events were appended but fewer replicas than asked have them yet: the caller
+    must not say they are stored (a failover now could lose them). The room's fold learns
+    of them from the stream as of any other append."""
+
+
 class EventLog:
     """Append to and read rooms' event streams. ``redis`` must not decode responses."""
 
-    def __init__(self, redis: Redis, note: Note | None = None) -> None:
-        """``note`` queues commands to send with every append, in the same round trip
-        (whether or not the append then succeeds)."""
+    def __init__(
+        self,
+        redis: Redis,
+        note: Note | None = None,
+        *,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+    ) -> None:
+        """``note`` gives the change note to send with every append, in the same round
+        trip (whether or not the append then succeeds). With ``replicas``, an append is
+        acknowledged once that many replicas have it (``WAIT``), else it raises
+        NotReplicated after ``replica_timeout`` seconds."""
         self.redis = redis
         self.note = note
+        self.replicas = replicas
+        self.replica_timeout_ms = max(1, int(replica_timeout * 1000))
         self._append = redis.register_script(_APPEND)
+        self._publish = publish_command(redis)
+        self._cluster = is_cluster(redis)
 
     async def append(
         self,
@@ -164,7 +176,7 @@ class EventLog:
         Raise Conflict (nothing appended, nothing kept or forgotten) if another writer got
         there first."""
         names = names or {}
-        args: list[Any] = [expected, feed_channel(room_id), len(events)]
+        args: list[Any] = [expected, feed_channel(room_id), self._publish, len(events)]
         args += [encode(e) for e in events]
         args.append(len(names))
         for pid, name in names.items():
@@ -173,7 +185,7 @@ class EventLog:
         for pid, connection in gone:
             args += [pid, connection or ""]
         keys = [events_key(room_id), names_key(room_id), where_key(room_id)]
-        if self.note is None:
+        if self.note is None and not self.replicas:
             reply = await self._append(keys=keys, args=args)
         else:
             reply = await self._append_noted(room_id, keys, args)
@@ -183,24 +195,58 @@ class EventLog:
         return rest
 
     async def _append_noted(self, room_id: RoomId, keys: list[str], args: list[Any]) -> Any:
-        """The script and the note in one pipeline: one round trip, and (commands that
-        arrive together are written together) one fsync."""
-        assert self.note is not None
+        """The script, its ``WAIT`` and the note, in one round trip.
+
+        On one Redis all three go in one pipeline (commands that arrive together are
+        written together: one fsync). On a cluster the script and its ``WAIT`` go on one
+        connection to the room's shard (`on_one_connection`) while the note goes to its
+        bucket's shard at the same time: a cluster pipeline runs no ``EVALSHA``."""
         for _ in range(2):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(self._append.sha, len(keys), *keys, *args)
-                self.note(pipe, room_id)
-                replies = await pipe.execute(raise_on_error=False)
+            append: tuple[object, ...] = ("EVALSHA", self._append.sha, len(keys), *keys, *args)
+            commands = [append]
+            if self.replicas:
+                commands.append(("WAIT", self.replicas, self.replica_timeout_ms))
+            note = None if self.note is None else self.note(room_id)
+            if note is not None and not self._cluster:
+                commands.append(note[1])
+            replies = await self._send(keys[0], commands, note if self._cluster else None)
             reply = replies[0]
             if not isinstance(reply, NoScriptError):
                 for item in replies:
                     if isinstance(item, Exception):
                         raise item
+                appended = isinstance(reply, list) and bool(reply) and _text(reply[0]) == "ok"
+                copies = int(replies[1]) if appended and self.replicas else 0  # type: ignore[call-overload]
+                if appended and copies < self.replicas:
+                    raise NotReplicated(
+                        f"room {room_id}: appended, but on {copies} of "
+                        f"{self.replicas} replicas in time"
+                    )
                 return reply
             # Redis does not know the script (first use, or restarted): nothing was
             # appended. Load it and send both again (a second note is harmless).
             self._append.sha = await self.redis.script_load(self._append.script)
         raise NoScriptError("the append script could not be loaded")
+
+    async def _send(
+        self,
+        key: str,
+        commands: list[tuple[object, ...]],
+        note: tuple[str, tuple[object, ...]] | None,
+    ) -> list[object]:
+        if note is None:
+            return await on_one_connection(self.redis, key, *commands)
+        note_key, note_command = note
+        replies, noted = await asyncio.gather(
+            on_one_connection(self.redis, key, *commands),
+            on_one_connection(self.redis, note_key, note_command),
+            return_exceptions=True,
+        )
+        if isinstance(replies, BaseException):
+            raise replies
+        if isinstance(noted, BaseException):
+            raise noted
+        return [*replies, *noted]
 
     async def last_id(self, room_id: RoomId) -> StreamId:
         """The id of the stream's last event (EMPTY if it has none)."""

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-from redis.asyncio.connection import Connection as RedisConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -45,11 +43,12 @@ from signalling.eventlog import (
     EventLog,
     StreamId,
     decode,
-    feed_channel,
     parse_feed,
     parse_id,
 )
+from signalling.keys import feed_channel, node_home_channel, parse_feed_channel
 from signalling.projector import note_window, queue_change, read_snapshot
+from signalling.pubsub import Subscriber, subscriber
 from signalling.supervisor import failure
 from signalling.views import Lists, Notices, Shared, Snapshot, View, notices, updates
 from signalling.wire import Message
@@ -103,29 +102,30 @@ class _Entry:
     windows: set[tuple[AppointmentId, float]] = field(default_factory=set)
 
 
-class _Feed(PubSub):
-    """The node's subscription to its rooms' feeds. redis-py reconnects and subscribes
-    again by itself; what was published meanwhile is lost, so it says so (`lost`)."""
-
-    lost = False
-
-    async def on_connect(self, connection: RedisConnection) -> None:
-        self.lost = True
-        await super().on_connect(connection)
-
-
 class Hub:
     """All rooms with activity on this node."""
 
-    def __init__(self, redis: Redis, bus: Bus, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        bus: Bus,
+        clock: Callable[[], float],
+        *,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+    ) -> None:
+        """``replicas``: how many replicas must have each append before it counts as done
+        (`signalling.eventlog.EventLog`)."""
         self.redis = redis
-        self.log = EventLog(redis, note=queue_change)
+        self.log = EventLog(
+            redis, note=queue_change, replicas=replicas, replica_timeout=replica_timeout
+        )
         self.bus = bus
         self.clock = clock
         self._rooms: dict[RoomId, _Entry] = {}
-        self._home = f"vst:node:{bus.node_id}:feed"  # keeps the feed subscribed
+        self._home = node_home_channel(bus.node_id)  # keeps the feed subscribed
         self._tailing = False
-        self._feed: _Feed | None = None  # while `tail` runs and is connected
+        self._feed: Subscriber | None = None  # while `tail` runs and is connected
         self._feed_up = asyncio.Event()
         self._subscribing: dict[str, list[asyncio.Future[None]]] = {}
         self.sweeps = 0  # completed sweeps (lets tests wait for one)
@@ -428,7 +428,7 @@ class Hub:
         backoff = 0.1
         try:
             while True:
-                feed = _Feed(self.redis.connection_pool, ignore_subscribe_messages=False)
+                feed = subscriber(self.redis)
                 try:
                     await feed.subscribe(self._home)
                     self._feed = feed
@@ -450,36 +450,37 @@ class Hub:
                     self._feed = None
                     self._feed_up.clear()
                     with contextlib.suppress(RedisError, OSError):
-                        await feed.aclose()  # type: ignore[no-untyped-call]
+                        await feed.aclose()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
         finally:
             self._tailing = False
 
-    async def _listen(self, feed: _Feed) -> None:
+    async def _listen(self, feed: Subscriber) -> None:
         while True:
             if feed.lost:  # redis-py reconnected by itself: messages may be lost
                 feed.lost = False
                 self._resync_all()
-            item: Any = await feed.get_message(timeout=FEED_POLL)
+            item = await feed.get(FEED_POLL)
             if item is None:
                 continue
-            kind = item["type"]
-            channel = item["channel"].decode()
-            if kind == "message" and "{" in channel:  # a room's feed (not the home channel)
-                entry = self._rooms.get(RoomId(channel.split("{", 1)[1].rsplit("}", 1)[0]))
+            kind = item.kind
+            channel = item.channel
+            room_id = parse_feed_channel(channel)
+            if kind == "message" and room_id is not None:  # not the home channel
+                entry = self._rooms.get(room_id)
                 if entry is None:
                     continue  # no longer served here
                 if entry.loaded:
                     try:
-                        self._take(entry, item["data"])
+                        self._take(entry, item.data)
                     except Exception as exc:  # noqa: BLE001 -- one message must not stop the feed
                         log.warning(
                             "room %s: unreadable feed message (%s)", entry.room.id, failure(exc)
                         )
                         self._resync(entry)  # the stream has the truth
                 else:  # its stream is being read: look at this once that is done
-                    entry.early.append(item["data"])
+                    entry.early.append(item.data)
             elif kind == "subscribe":
                 for done in self._subscribing.pop(channel, []):
                     if not done.done():
@@ -503,8 +504,8 @@ class Hub:
             except TimeoutError:
                 raise RedisConnectionError("not subscribed to the rooms' feeds") from None
         feed = self._feed
-        assert feed is not None
-        if not _connected(feed):
+        if feed is None or not feed.connected:
+            # (None: lost again since it was up, as when a cluster's shard keeps failing.)
             # Only the feed's listener may connect it again: a second task reconnecting the
             # same redis-py connection at once opens two sockets and leaks one. It
             # subscribes every served room when it is back.
@@ -524,7 +525,7 @@ class Hub:
 
     async def _unfollow(self, room_id: RoomId) -> None:
         feed = self._feed
-        if feed is None or not _connected(feed):
+        if feed is None or not feed.connected:
             return  # reconnecting: skip it; messages for rooms not served are ignored
         with contextlib.suppress(RedisError, OSError):
             await feed.unsubscribe(feed_channel(room_id))
@@ -750,10 +751,6 @@ class Hub:
 
 def _connection(participant: Participant | None) -> str | None:
     return None if participant is None else participant.connection
-
-
-def _connected(feed: PubSub) -> bool:
-    return feed.connection is not None and feed.connection.is_connected
 
 
 def _lost(pid: ParticipantId, connection: str, now: float) -> Command:

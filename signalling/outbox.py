@@ -2,15 +2,19 @@
 
 Keys:
 
-- ``vst:invitation:<id>``: the invitation (msgpack of `rooms.invitations.Invitation`), the
+All of them carry one hash tag, ``{outbox}`` (`signalling.keys`, rule 4): the scripts and
+transactions below change several of them together, which on a Redis Cluster must keep to
+one slot. Invitations are a few per appointment, never on the path of a hello or an event.
+
+- ``vst:{outbox}:invitation:<id>``: the invitation (msgpack of `rooms.invitations.Invitation`), the
   record the API shows. Every change is a compare-and-set on the whole record. Once sent or
   failed for good it is kept `Settings.retention` (it holds the address), then expires.
-- ``vst:invitations:<appointment>``: the appointment's invitation ids, newest first.
-- ``vst:outbox``: a stream of *tickets*, one per attempt that is due; consumer group
+- ``vst:{outbox}:invitations:<appointment>``: the appointment's invitation ids, newest first.
+- ``vst:{outbox}:tickets``: a stream of *tickets*, one per attempt that is due; consumer group
   ``delivery``, one consumer per node, so nodes share the work and the entries a dead node
   read but did not finish are claimed by the others (XAUTOCLAIM) after
   ``delivery_claim_idle``.
-- ``vst:outbox:due``: a sorted set of the retries to come, by due time. A worker moves the
+- ``vst:{outbox}:due``: a sorted set of the retries to come, by due time. A worker moves the
   due ones to the stream in one script, so a retry is neither lost nor doubled, whichever
   nodes are running when it falls due.
 
@@ -41,14 +45,15 @@ from redis.exceptions import RedisError, ResponseError
 from rooms.appointments import Appointment, ContactChannel
 from rooms.ids import AppointmentId
 from rooms.invitations import Invitation, InvitationId, InvitationStatus, RetryPolicy
+from signalling import keys
 from signalling.channels import Channel, DeliveryError, open_channels
 from signalling.settings import Settings
 
 log = logging.getLogger("vestibule.signalling.outbox")
 
-OUTBOX = "vst:outbox"
+OUTBOX = keys.OUTBOX
 GROUP = "delivery"
-DUE = "vst:outbox:due"
+DUE = keys.OUTBOX_DUE
 OUTBOX_MAXLEN = 100_000
 BATCH = 16  # tickets a node handles at once
 MAX_BLOCK_MS = 5_000  # below the Redis client's socket timeout
@@ -84,12 +89,10 @@ return 1
 """
 
 
-def invitation_key(invitation_id: str) -> str:
-    return f"vst:invitation:{invitation_id}"
+invitation_key = keys.invitation_key
 
 
-def appointment_key(appointment_id: str) -> str:
-    return f"vst:invitations:{appointment_id}"
+appointment_key = keys.appointment_invitations_key
 
 
 def ticket(invitation: Invitation) -> str:

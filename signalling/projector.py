@@ -1,16 +1,19 @@
 """The status projector: call status and appointment outcomes, derived from the rooms'
 event streams by a consumer group.
 
-After appending to a room's stream, a node adds the room's id to ``vst:changes`` (in the
-same round trip as the append: `queue_change`). The
-projector is a consumer group (``projector``) on that stream, one consumer per node, so
-the work is shared and a dead node's unacknowledged entries are claimed by the others.
+After appending to a room's stream, a node adds the room's id to its bucket's change
+notes, ``vst:changes:{c<n>}`` (one of `CHANGE_BUCKETS` streams, by the room's id: no key
+is written by every append; in the same round trip as the append: `queue_change`). The
+projector is a consumer group (``projector``) on each of those streams, one consumer per
+node, so the work is shared and a dead node's unacknowledged entries are claimed by the
+others.
 For each changed room it folds the new events into the room's projection, stored in
 ``vst:{<room>}:projection`` with the id of the last event folded; the write is a
 compare-and-set on that id, so a room is never folded twice from the same point, however
-often a change is delivered. Join windows that close (``vst:windows``, a sorted set by
-closing time) settle their appointment's outcome: completed, or no-show. An ``on_outcome``
-hook hears of each outcome once, from the consumer whose save recorded it.
+often a change is delivered. Join windows that close (``vst:windows:{w<n>}``, sorted
+sets by closing time, bucketed by room) settle their appointment's outcome: completed, or
+no-show. An ``on_outcome`` hook hears of each outcome once, from the consumer whose save
+recorded it.
 
 The projection's room is a snapshot of the room at its last event: a node loads a room
 from it and the stream's tail (`read_snapshot`), so the stream before it may be trimmed
@@ -28,24 +31,37 @@ from typing import Any
 
 import msgpack
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from rooms.events import Event, EventKind
 from rooms.ids import AppointmentId, RoomId
 from rooms.projection import Outcome, Projection
 from rooms.room import Room
 from rooms.status import CallStatus
+from signalling import buckets
 from signalling.eventlog import EMPTY, EventLog, StreamId
+from signalling.keys import (
+    CHANGE_BUCKETS,
+    ROOM_BUCKETS,
+    audit_key,
+    changes_key,
+    changes_of,
+    outcomes_key,
+    projected_channel,
+    projection_key,
+    retention_of,
+    windows_key,
+    windows_of,
+)
+from signalling.pubsub import publish
 from signalling.supervisor import failure
 
 log = logging.getLogger("vestibule.signalling.projector")
 
-CHANGES = "vst:changes"
+CHANGES = tuple(changes_key(b) for b in range(CHANGE_BUCKETS))
 GROUP = "projector"
-WINDOWS = "vst:windows"
-CHANGES_MAXLEN = 100_000
-RETENTION = "vst:retention"  # room -> when to look at what it keeps (signalling.retention)
+WINDOWS = tuple(windows_key(b) for b in range(ROOM_BUCKETS))
+CHANGES_MAXLEN = 10_000  # per bucket
 CLAIM_IDLE_MS = 10_000
 
 OutcomeHook = Callable[[RoomId, AppointmentId, Outcome], Awaitable[None]]
@@ -81,39 +97,28 @@ AUDITED = frozenset(
 )
 
 
-def projection_key(room_id: RoomId) -> str:
-    return f"vst:{{{room_id}}}:projection"
-
-
-def outcomes_key(room_id: RoomId) -> str:
-    return f"vst:{{{room_id}}}:outcomes"
-
-
-def audit_key(room_id: RoomId) -> str:
-    return f"vst:{{{room_id}}}:audit"
-
-
-def projected_channel(room_id: RoomId) -> str:
-    """Where the projector says that it saved a new projection of ``room_id`` (its call
-    statuses may have changed): the clinicians' consoles follow it."""
-    return f"vst:{{{room_id}}}:projected"
-
-
 def window_member(room_id: RoomId, appointment: AppointmentId) -> str:
     return f"{room_id}\x00{appointment}"
 
 
-def queue_change(pipe: Pipeline, room_id: RoomId) -> None:
-    """Tell the projector that ``room_id`` has new events: queued on ``pipe``, the append's
-    own (`signalling.eventlog.EventLog`'s ``note``)."""
-    pipe.xadd(CHANGES, {"r": room_id}, maxlen=CHANGES_MAXLEN, approximate=True)
+def queue_change(room_id: RoomId) -> tuple[str, tuple[object, ...]]:
+    """The change note telling the projector that ``room_id`` has new events: its key and
+    the command, which the append sends with its own (`signalling.eventlog.EventLog`'s
+    ``note``)."""
+    key = changes_of(room_id)
+    return key, ("XADD", key, "MAXLEN", "~", CHANGES_MAXLEN, "*", "r", room_id)
+
+
+async def note_change(redis: Redis, room_id: RoomId) -> None:
+    """Send the change note of ``room_id`` on its own."""
+    await redis.execute_command(*queue_change(room_id)[1])  # type: ignore[no-untyped-call]
 
 
 async def note_window(
     redis: Redis, room_id: RoomId, appointment: AppointmentId, closes_at: float
 ) -> None:
     """Have the projector settle ``appointment`` once its join window closes."""
-    await redis.zadd(WINDOWS, {window_member(room_id, appointment): closes_at}, nx=True)
+    await redis.zadd(windows_of(room_id), {window_member(room_id, appointment): closes_at}, nx=True)
 
 
 async def read_projection(redis: Redis, room_id: RoomId) -> Projection | None:
@@ -206,25 +211,21 @@ class Projector:
         self._save = redis.register_script(_SAVE)
 
     async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(CHANGES, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await buckets.create_groups(self.redis, CHANGES, GROUP, "0")
 
     async def step(self, block_ms: int = 0) -> int:
         """Handle one batch: claimed, new and settled; returns how many rooms were folded."""
-        claimed: Any = await self.redis.xautoclaim(
-            CHANGES, GROUP, self.consumer, min_idle_time=self.claim_idle_ms, count=100
+        entries = await buckets.take(
+            self.redis,
+            CHANGES,
+            GROUP,
+            self.consumer,
+            count=100,
+            claim_idle_ms=self.claim_idle_ms,
+            block_ms=block_ms,
         )
-        entries = list(claimed[1])
-        reply: Any = await self.redis.xreadgroup(
-            GROUP, self.consumer, {CHANGES: ">"}, count=100, block=block_ms or None
-        )
-        for _, items in reply or []:
-            entries += items
         rooms: set[RoomId] = set()
-        for entry_id, fields in entries:
+        for _, entry_id, fields in entries:
             try:
                 if fields:
                     rooms.add(RoomId(fields[b"r"].decode()))
@@ -237,21 +238,19 @@ class Projector:
                 raise  # the round fails and is tried again; the entries stay pending
             except Exception as exc:  # noqa: BLE001 -- one room must not stop the others
                 log.error("projector: room %s not projected: %s", room_id, failure(exc))
-        if entries:
-            await self.redis.xack(CHANGES, GROUP, *[entry_id for entry_id, _ in entries])
+        await buckets.ack(self.redis, GROUP, entries)
         return len(rooms) + await self.settle(self.clock())
 
     async def settle(self, now: float) -> int:
         """Settle the outcome of every appointment whose join window has closed."""
-        due: Any = await self.redis.zrangebyscore(WINDOWS, "-inf", now, withscores=True)
         by_room: dict[RoomId, dict[AppointmentId, float]] = {}
-        for member, closes_at in due:
+        for _, member, closes_at in await buckets.due(self.redis, WINDOWS, now):
             room, _, appointment = member.decode().partition("\x00")
             by_room.setdefault(RoomId(room), {})[AppointmentId(appointment)] = closes_at
         for room_id, appointments in by_room.items():
             await self.project(room_id, close=appointments)
             members = [window_member(room_id, a) for a in appointments]
-            await self.redis.zrem(WINDOWS, *members)
+            await self.redis.zrem(windows_of(room_id), *members)
         return len(by_room)
 
     async def project(
@@ -299,9 +298,10 @@ class Projector:
             if saved:
                 if events and self.retain is not None:
                     due: dict[str, float] = {room_id: events[0][1].at + self.retain}
-                    await self.redis.zadd(RETENTION, due, lt=True)  # the earlier stands
+                    # the earlier stands
+                    await self.redis.zadd(retention_of(room_id), due, lt=True)
                 if newest != last or close:
-                    await self.redis.publish(projected_channel(room_id), newest)
+                    await publish(self.redis, projected_channel(room_id), newest)
                 await self._tell(room_id, projection, settled)
                 return projection
             # another consumer folded this room meanwhile: start again from its checkpoint

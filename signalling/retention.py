@@ -9,7 +9,8 @@ or denied whom, when calls started and ended) is kept ``audit`` seconds
 (`Settings.audit_retention`, a year). What the projection keeps per appointment (its
 outcome, whether a patient came) is forgotten ``keep`` seconds after its window closed.
 
-The rooms to look at are in ``vst:retention``, a sorted set by when each is next due: the
+The rooms to look at are in ``vst:retention:{t<n>}``, sorted sets (bucketed by room, as
+`signalling.keys` says) by when each is next due: the
 projector adds a room each time it folds new events, due ``keep`` after the first of them
 (or leaves it due earlier, if it is) (`Projector`'s ``retain``); looking at a room trims it and
 schedules it again for when what remains falls due. Every node runs `Retention.run`; a room
@@ -28,13 +29,25 @@ from typing import Any
 from redis.asyncio import Redis
 
 from rooms.ids import RoomId
-from signalling.eventlog import EventLog, StreamId, decode, events_key, parse_id
-from signalling.projector import RETENTION, Projector, audit_key, projection_key
+from signalling import buckets
+from signalling.eventlog import EventLog, StreamId, decode, parse_id
+from signalling.keys import (
+    ROOM_BUCKETS,
+    audit_key,
+    events_key,
+    projection_key,
+    retention_key,
+    retention_of,
+)
+from signalling.projector import Projector
 
 log = logging.getLogger("vestibule.signalling.retention")
 
 BATCH = 50  # rooms looked at per round
 PAGE = 500  # events read at a time while looking for where to trim
+
+
+RETENTION = tuple(retention_key(b) for b in range(ROOM_BUCKETS))
 
 
 class Retention:
@@ -54,15 +67,15 @@ class Retention:
 
     async def run(self, now: float) -> int:
         """Look at the rooms that are due; returns how many were looked at."""
-        due: Any = await self.redis.zrangebyscore(RETENTION, "-inf", now, start=0, num=BATCH)
+        due = await buckets.due(self.redis, RETENTION, now, limit=BATCH)
         looked = 0
-        for raw in due:
-            if not await self.redis.zrem(RETENTION, raw):
+        for key, raw, _ in due:
+            if not await self.redis.zrem(key, raw):
                 continue  # another node took it
             room_id = RoomId(raw.decode())
             again = await self.retain(room_id, now)
             if again is not None:  # unless the projector has asked for earlier meanwhile
-                await self.redis.zadd(RETENTION, {room_id: again}, lt=True)
+                await self.redis.zadd(retention_of(room_id), {room_id: again}, lt=True)
             looked += 1
         return looked
 

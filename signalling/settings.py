@@ -21,6 +21,7 @@ from admission.policy import DEFAULT_HOST_ABSENCE
 from admission.tokens import KeyRing, new_secret
 from admission.window import DEFAULT_CLOSES_AFTER, DEFAULT_OPENS_BEFORE
 from signalling.ice import ice_servers_for
+from signalling.redis_client import cluster_url
 
 KEYS_FILE = "signing-keys.json"
 
@@ -77,6 +78,12 @@ class Settings:
     web_dir: Path | None = None
     log_level: str = "info"
     redis_url: str | None = None  # None: run an embedded redis-server in data_dir
+    # A Redis Cluster (signalling.redis_client): also chosen by a redis+cluster:// URL.
+    redis_cluster: bool = False
+    # Replicas an append waits for (WAIT) before it is acknowledged: None is 1 on a
+    # cluster (an acknowledged event survives a failover), 0 on one Redis.
+    redis_wait_replicas: int | None = None
+    redis_wait_timeout: float = 1.0  # seconds an append waits for them, then `unavailable`
     node_timeout: float = 5.0  # a node silent this long is dead; survivors clean up
     # Invitations (signalling.outbox, signalling.channels). A channel without its settings
     # is off: sending through it is refused when the invitation is created.
@@ -120,6 +127,20 @@ class Settings:
             return self.pseudonym_key
         first = min(self.keyring.keys)
         return hmac.new(self.keyring.keys[first], _PSEUDONYM_LABEL, hashlib.sha256).digest()
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the Redis is a Redis Cluster: set, or named by the URL's scheme."""
+        url = self.redis_url
+        return self.redis_cluster or (url is not None and cluster_url(url) is not None)
+
+    @property
+    def wait_replicas(self) -> int:
+        """How many replicas each append waits for (`redis_wait_replicas`, else 1 on a
+        cluster and 0 on one Redis)."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.cluster else 0
 
     @property
     def heartbeat_every(self) -> float:
@@ -185,6 +206,9 @@ class Settings:
             web_dir=_web_dir(env),
             log_level=env.get("VESTIBULE_LOG_LEVEL", "info"),
             redis_url=env.get("VESTIBULE_REDIS_URL") or env.get("REDIS_URL") or None,
+            redis_cluster=_bool(env, "VESTIBULE_REDIS_CLUSTER", False),
+            redis_wait_replicas=_optional_int(env, "VESTIBULE_REDIS_WAIT"),
+            redis_wait_timeout=_float(env, "VESTIBULE_REDIS_WAIT_TIMEOUT", 1.0),
             node_timeout=_float(env, "VESTIBULE_NODE_TIMEOUT", 5.0),
             smtp_host=env.get("VESTIBULE_SMTP_HOST") or None,
             smtp_port=_int(env, "VESTIBULE_SMTP_PORT", 587),
@@ -228,6 +252,8 @@ class Settings:
             raise ConfigError(f"ICE servers: {exc}") from None
         if settings.node_timeout <= 0:
             raise ConfigError("VESTIBULE_NODE_TIMEOUT must be positive")
+        if settings.redis_wait_timeout <= 0:
+            raise ConfigError("VESTIBULE_REDIS_WAIT_TIMEOUT must be more than 0")
         if settings.limits.header_timeout <= 0:
             raise ConfigError("VESTIBULE_HEADER_TIMEOUT must be more than 0")
         if settings.limits.max_unauthenticated < 1:
@@ -311,6 +337,10 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    return _int(env, name, 0) if env.get(name) else None
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

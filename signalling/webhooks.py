@@ -4,7 +4,7 @@ system as CloudEvents (JSON, structured mode), signed, at least once, in order p
 Sources, both durable in Redis before anything is sent:
 
 - the rooms' event streams (`signalling.eventlog`): a patient waiting, admitted, leaving, a
-  call started or ended. A consumer group ``webhooks`` on the change notes ``vst:changes``
+  call started or ended. A consumer group ``webhooks`` on the change notes ``vst:changes:{c<n>}``
   (the projector's are another group) says which rooms have new events;
 - appointment status changes (booked, confirmed, cancelled, completed, no-show, ...): queued
   by `Followers` right after each is saved, in the room's outbox ``vst:{<room>}:hooks`` with
@@ -18,7 +18,7 @@ room's undelivered events one at a time, merged in order, from its checkpoint
 ``vst:{<room>}:hooked`` (the last event and outbox entry sent, and the room's fold there,
 which says who each participant is). The checkpoint moves after each answer 2xx; a failure
 stops the room there and retries it after a back-off (doubling from
-``events_backoff`` to ``events_backoff_max``, ``vst:hooks:due``); after
+``events_backoff`` to ``events_backoff_max``, ``vst:hooks:due:{h<n>}``, by room); after
 ``events_max_attempts`` the event is set aside in ``vst:hooks:dead`` and the room goes on.
 A node that dies leaves its change notes unacknowledged: another node claims them after
 ``events_claim_idle`` (and the lease, given for as long), and carries on from the
@@ -43,26 +43,36 @@ from typing import Any
 import httpx
 import msgpack
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from rooms.appointments import Appointment
 from rooms.events import Event, EventKind
 from rooms.ids import RoomId
 from rooms.invitations import RetryPolicy
 from rooms.room import Room
+from signalling import buckets
 from signalling.api.links import clinician_room_id
 from signalling.api.schema import format_time
 from signalling.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from signalling.eventlog import EMPTY, EventLog, StreamId, events_key, parse_id
+from signalling.eventlog import EMPTY, EventLog, StreamId, parse_id
+from signalling.keys import (
+    HOOKS_DEAD,
+    ROOM_BUCKETS,
+    events_key,
+    hooked_key,
+    hooking_key,
+    hooks_due_key,
+    hooks_due_of,
+    hooks_key,
+)
 from signalling.metrics import Metrics
-from signalling.projector import CHANGES, queue_change
+from signalling.projector import CHANGES, note_change
 from signalling.settings import Settings
 
 log = logging.getLogger("vestibule.signalling.webhooks")
 
 GROUP = "webhooks"
-DUE = "vst:hooks:due"
-DEAD = "vst:hooks:dead"
+DUE = tuple(hooks_due_key(b) for b in range(ROOM_BUCKETS))
+DEAD = HOOKS_DEAD
 BATCH = 100
 TYPE = "com.vestibule."
 
@@ -75,16 +85,9 @@ return redis.call('XADD', KEYS[2], '*', 'e', ARGV[1], 'after', after)
 """
 
 
-def outbox_key(room: RoomId) -> str:
-    return f"vst:{{{room}}}:hooks"
-
-
-def checkpoint_key(room: RoomId) -> str:
-    return f"vst:{{{room}}}:hooked"
-
-
-def lease_key(room: RoomId) -> str:
-    return f"vst:{{{room}}}:hooking"
+outbox_key = hooks_key
+checkpoint_key = hooked_key
+lease_key = hooking_key
 
 
 def pipeline_room(a: Appointment) -> RoomId | None:
@@ -117,9 +120,7 @@ class StatusEvents:
         kind = "appointment.booked" if old is None else f"appointment.{new.status.value}"
         record = msgpack.packb([kind, new.id, new.updated_at, data], use_bin_type=True)
         await self._queue(keys=[events_key(room), outbox_key(room)], args=[record])
-        async with self.redis.pipeline(transaction=False) as pipe:
-            queue_change(pipe, room)
-            await pipe.execute()
+        await note_change(self.redis, room)
 
 
 def cloud_event(
@@ -212,39 +213,34 @@ class Webhooks:
                 await self.step(block_ms)
 
     async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(CHANGES, GROUP, id="$", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await buckets.create_groups(self.redis, CHANGES, GROUP, "$")
 
     async def step(self, block_ms: int = 0) -> int:
         """Deliver the rooms that are due, then those a batch of change notes names."""
-        due: Any = await self.redis.zrangebyscore(DUE, "-inf", self.clock(), start=0, num=BATCH)
-        for raw in due:
+        due = await buckets.due(self.redis, DUE, self.clock(), limit=BATCH)
+        for key, raw, _ in due:
             room = RoomId(raw.decode())
-            if await self.redis.zrem(DUE, room):  # this node's to retry
+            if await self.redis.zrem(key, room):  # this node's to retry
                 await self.deliver(room)
-        claimed: Any = await self.redis.xautoclaim(
-            CHANGES, GROUP, self.consumer, min_idle_time=self.lease_ms, count=BATCH
+        entries = await buckets.take(
+            self.redis,
+            CHANGES,
+            GROUP,
+            self.consumer,
+            count=BATCH,
+            claim_idle_ms=self.lease_ms,
+            block_ms=block_ms,
         )
-        entries = list(claimed[1])
-        reply: Any = await self.redis.xreadgroup(
-            GROUP, self.consumer, {CHANGES: ">"}, count=BATCH, block=block_ms or None
-        )
-        for _, items in reply or []:
-            entries += items
-        rooms = {RoomId(f[b"r"].decode()) for _, f in entries if f and b"r" in f}
+        rooms = {RoomId(f[b"r"].decode()) for _, _, f in entries if f and b"r" in f}
         await asyncio.gather(*(self.deliver(room) for room in rooms))
-        if entries:
-            await self.redis.xack(CHANGES, GROUP, *[entry_id for entry_id, _ in entries])
+        await buckets.ack(self.redis, GROUP, entries)
         return len(rooms) + len(due)
 
     async def deliver(self, room: RoomId) -> None:
         """Send the room's undelivered events in order, while its lease is ours."""
         token = secrets.token_hex(8)
         if not await self.redis.set(lease_key(room), token, nx=True, px=self.lease_ms):
-            await self.redis.zadd(DUE, {room: self.clock() + 1.0})  # look again soon
+            await self.redis.zadd(hooks_due_of(room), {room: self.clock() + 1.0})  # look again soon
             return
         try:
             await self._send(room)
@@ -291,7 +287,7 @@ class Webhooks:
                 if attempts < self.policy.max_attempts:
                     await self.redis.hset(checkpoint_key(room), "attempts", attempts)
                     retry = self.clock() + self.policy.delay(attempts)
-                    await self.redis.zadd(DUE, {room: retry})
+                    await self.redis.zadd(hooks_due_of(room), {room: retry})
                     return
                 self.metrics.webhook_dead.inc()
                 log.warning("event %s set aside after %d attempts", body["id"], attempts)

@@ -43,11 +43,18 @@ from rooms.projection import Outcome
 from signalling.api.context import ApiContext
 from signalling.api.errors import NotFound, ServiceUnavailable
 from signalling.api.links import Links
-from signalling.projector import OutcomeHook, outcomes_key
+from signalling.keys import (
+    APPOINTMENTS,
+    appointment_key,
+    clinician_appointments_key,
+    outcomes_key,
+    patient_appointments_key,
+)
+from signalling.projector import OutcomeHook
 
 log = logging.getLogger("vestibule.signalling.api.appointments")
 
-ALL = "vst:appts"
+ALL = APPOINTMENTS
 ATTEMPTS = 20  # compare-and-set retries before a change gives up
 PAGE = 200
 
@@ -70,16 +77,9 @@ _NAMES = tuple(f.name for f in fields(Appointment))
 _LINKS = frozenset({"video_link", "meeting_url"})  # never stored: signed again on each read
 
 
-def record_key(appointment: str) -> str:
-    return f"vst:appt:{appointment}"
-
-
-def clinician_index(clinician: str) -> str:
-    return f"vst:appts:clinician:{clinician}"
-
-
-def patient_index(patient: str) -> str:
-    return f"vst:appts:patient:{patient}"
+record_key = appointment_key
+clinician_index = clinician_appointments_key
+patient_index = patient_appointments_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +270,12 @@ class AppointmentStore:
     async def _read(self, ids: builtins.list[bytes]) -> builtins.list[Appointment]:
         if not ids:
             return []
-        raws: Any = await self.redis.mget([record_key(i.decode()) for i in ids])
+        # Per-key reads in one round trip, not MGET: the records are on several shards
+        # of a cluster (each is read whole; the page needs no snapshot across them).
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.get(record_key(i.decode()))
+            raws: builtins.list[Any] = await pipe.execute()
         stored = await self._with_links([decode(raw) for raw in raws if raw is not None])
         return [s.appointment for s in stored]
 

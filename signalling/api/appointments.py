@@ -54,7 +54,8 @@ from signalling.api.registry import Api, Operation
 from signalling.api.schema import format_time, query
 from signalling.calendar import Calendar
 from signalling.eventlog import EventLog
-from signalling.projector import WINDOWS, read_projection, window_member
+from signalling.keys import windows_of
+from signalling.projector import read_projection, window_member
 
 log = logging.getLogger("vestibule.signalling.api.appointments")
 
@@ -342,7 +343,7 @@ class Appointments:
         )
         # Registered anew, not only if absent (`note_window`): moved times move the window.
         member = window_member(room, a.id)
-        await self.ctx.redis.zadd(WINDOWS, {member: window.closes_at})
+        await self.ctx.redis.zadd(windows_of(room), {member: window.closes_at})
         linked = a.with_video(room, video_link=patient.url, meeting_url=host.url, now=now)
         return Stored(linked, patient.id, host.id)
 
@@ -379,7 +380,7 @@ class Appointments:
         if old.room_id is not None and not (
             stays and new.status is not AppointmentStatus.CANCELLED
         ):
-            await self.ctx.redis.zrem(WINDOWS, window_member(old.room_id, old.id))
+            await self.ctx.redis.zrem(windows_of(old.room_id), window_member(old.room_id, old.id))
 
 
 # -- presenting ----------------------------------------------------------------------------

@@ -40,15 +40,15 @@ from signalling.api.appointments import Appointments, _statuses
 from signalling.api.context import ApiContext
 from signalling.api.envelope import Call, paged
 from signalling.api.errors import ApiError, NotFound
-from signalling.api.followers import console_channel
 from signalling.api.invitations import INVITATION, invitation_data, route
 from signalling.api.links import is_revoked
 from signalling.api.registry import Api, Operation
 from signalling.api.schema import Kind, Prop, Schema, format_time, query
 from signalling.api.sessions import ConsoleSession, InvalidLink
 from signalling.channels import configured
+from signalling.keys import console_channel, projected_channel
 from signalling.outbox import Outbox
-from signalling.projector import projected_channel
+from signalling.pubsub import subscriber
 
 log = logging.getLogger("vestibule.signalling.api.console")
 
@@ -315,7 +315,7 @@ class _Console:
 
     async def events(self, call: Call) -> Response:
         session = _session(call)
-        pubsub = self.ctx.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = subscriber(self.ctx.redis)
         channels = {
             console_channel(session.clinician): "appointment_id",
             projected_channel(session.room): "room_id",
@@ -323,7 +323,7 @@ class _Console:
         try:
             await pubsub.subscribe(*channels)
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
             raise
         clock = self.ctx.clock
 
@@ -331,21 +331,23 @@ class _Console:
             try:
                 yield b"retry: 3000\n\nevent: ready\ndata: {}\n\n"
                 while clock() < session.expires_at:
-                    message: Any = await pubsub.get_message(timeout=KEEPALIVE)
+                    message = await pubsub.get(KEEPALIVE)
                     if message is None:
                         yield b": keep-alive\n\n"
                         continue
-                    what = channels.get(_text(message["channel"]))
+                    if message.kind != "message":
+                        continue
+                    what = channels.get(message.channel)
                     data: dict[str, str]
                     if what is None or what == "room_id":
                         data = {"room_id": str(session.room)}
                     else:
-                        data = {"appointment_id": _text(message["data"])}
+                        data = {"appointment_id": _text(message.data)}
                     yield f"event: changed\ndata: {json.dumps(data)}\n\n".encode()
             except RedisError as exc:  # the console reconnects (retry) and reads the list
                 log.warning("console events: redis unavailable (%s)", type(exc).__name__)
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

@@ -20,13 +20,10 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 
 from rooms.appointments import Appointment
+from signalling.keys import console_channel
+from signalling.pubsub import publish
 
 StatusHook = Callable[[Appointment | None, Appointment], Awaitable[None]]
-
-
-def console_channel(clinician: str) -> str:
-    """Where changes to ``clinician``'s appointments are published."""
-    return f"vst:console:{clinician}"
 
 
 class Followers:
@@ -54,4 +51,4 @@ class Followers:
             if a is None or a.clinician_profile_id is None or a.clinician_profile_id in told:
                 continue
             told.add(a.clinician_profile_id)
-            await self.redis.publish(console_channel(a.clinician_profile_id), a.id)
+            await publish(self.redis, console_channel(a.clinician_profile_id), a.id)

@@ -28,6 +28,7 @@ from signalling.api.errors import (
     ValidationFailed,
 )
 from signalling.api.schema import Kind, Prop
+from signalling.keys import idempotency_key
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -58,7 +59,7 @@ def fingerprint(body: object) -> str:
 
 def storage_key(key_id: str | None, operation: str, key: str) -> str:
     scope = f"{key_id}\0{operation}\0{key}"
-    return "vst:idem:" + hashlib.sha256(scope.encode()).hexdigest()
+    return idempotency_key(hashlib.sha256(scope.encode()).hexdigest())
 
 
 class Idempotency:

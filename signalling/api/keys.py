@@ -1,8 +1,9 @@
 """API keys: made and revoked by ``vestibule keys``, stored hashed, never logged.
 
 A key reads ``vk_<id>_<secret>``. Redis keeps only the SHA-256 of the whole key
-(``vst:apikeys``: hash -> record) and an index by id (``vst:apikey_ids``: id -> hash), so
-a leaked database gives no usable key.
+(``vst:{apikeys}:by_hash``: hash -> record) and an index by id (``vst:{apikeys}:by_id``:
+id -> hash), so a leaked database gives no usable key. Both carry one hash tag: they are
+written in one transaction, which on a Redis Cluster must keep to one slot.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from redis.asyncio import Redis
 from starlette.requests import Request
 
 from signalling.api.errors import NotFound, Unauthorized
+from signalling.keys import API_KEY_IDS, API_KEYS
 
-KEYS = "vst:apikeys"
-IDS = "vst:apikey_ids"
+KEYS = API_KEYS
+IDS = API_KEY_IDS
 
 
 @dataclass(frozen=True, slots=True)

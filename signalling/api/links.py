@@ -29,8 +29,8 @@ from rooms.ids import AppointmentId, RoomId
 from rooms.roles import Role
 from signalling.api.context import ApiContext
 from signalling.api.errors import NotFound
+from signalling.keys import LEGACY_REVOKED, link_key, room_key, room_links_key
 
-LEGACY_REVOKED = "vst:links:revoked"  # where revocations were kept before (one global set)
 DEFAULT_LINK_LIFETIME = 30 * 86400.0
 LINK_FORMAT = 2  # 2: claims and the signing key's id, no URL
 
@@ -107,7 +107,7 @@ class Links:
             clinician_room_id(clinician_id), RoomKind.CLINICIAN, None, clinician_id, None,
             self.ctx.clock(),
         )  # fmt: skip
-        await self.redis.set(f"vst:room:{record.id}", _pack_room(record), nx=True)
+        await self.redis.set(room_key(record.id), _pack_room(record), nx=True)
         return await self.room(record.id)
 
     async def create_room(
@@ -117,11 +117,11 @@ class Links:
             RoomId("rm_" + secrets.token_hex(10)), kind, title, clinician_id, patient_id,
             self.ctx.clock(),
         )  # fmt: skip
-        await self.redis.set(f"vst:room:{record.id}", _pack_room(record))
+        await self.redis.set(room_key(record.id), _pack_room(record))
         return record
 
     async def room(self, room_id: str) -> RoomRecord:
-        raw: Any = await self.redis.get(f"vst:room:{room_id}")
+        raw: Any = await self.redis.get(room_key(room_id))
         if raw is None:
             raise NotFound(f"no room {room_id}", {"room_id": room_id})
         return _unpack_room(raw)
@@ -233,7 +233,7 @@ class Links:
 
     async def of_room(self, room: RoomId) -> list[Link]:
         """The room's links, oldest first (ties in id order, so pages are stable)."""
-        ids: Any = await self.redis.smembers(f"vst:{{{room}}}:links")
+        ids: Any = await self.redis.smembers(room_links_key(room))
         # One round trip for all records (a pipeline, not MGET: the link keys are in other
         # hash slots). An id whose record is missing (its write did not complete) is skipped
         # rather than failing the whole listing.
@@ -272,7 +272,7 @@ class Links:
     def _record(self, pipe: Any, link: Link) -> None:
         """Queue the writes that record a new link on ``pipe``."""
         pipe.set(link_key(link.id), _pack_link(link), ex=self._lifetime(link))
-        pipe.sadd(f"vst:{{{link.room}}}:links", link.id)
+        pipe.sadd(room_links_key(link.room), link.id)
 
     async def _store(self, link: Link) -> None:
         await self.redis.set(link_key(link.id), _pack_link(link), ex=self._lifetime(link))
@@ -281,10 +281,6 @@ class Links:
         """Seconds the record is kept: until the retention period after the link stops
         working (counted on the node's clock, as the link's times are)."""
         return max(1, int(link.expires_at + self.ctx.settings.retention - self.ctx.clock()) + 1)
-
-
-def link_key(link_id: str) -> str:
-    return f"vst:link:{link_id}"
 
 
 async def is_revoked(redis: Any, token_id: str) -> bool:

@@ -15,6 +15,7 @@ import aioice.ice
 import pytest
 
 from signalling.redis_server import RedisProcess
+from tests.cluster import LocalCluster
 from tests.logscan import watch
 from tests.support import KEYS_ENV, free_port
 
@@ -131,11 +132,21 @@ Nodes = Callable[..., list[ServerProcess]]
 def nodes(tmp_path: Path, redis_server: RedisProcess) -> Iterator[Nodes]:
     """A factory: ``nodes(2)`` starts two node processes sharing the test's redis-server.
     Every node is stopped and checked at teardown."""
+    yield from _nodes(tmp_path, redis_server.url)
+
+
+@pytest.fixture
+def cluster_nodes(tmp_path: Path, redis_cluster: LocalCluster) -> Iterator[Nodes]:
+    """`nodes`, on the session's Redis Cluster (emptied first)."""
+    yield from _nodes(tmp_path, redis_cluster.url)
+
+
+def _nodes(tmp_path: Path, url: str) -> Iterator[Nodes]:
     started: list[ServerProcess] = []
 
     def start(count: int, **env: str) -> list[ServerProcess]:
         batch = [
-            ServerProcess(tmp_path / f"node{len(started) + i}", redis_url=redis_server.url, env=env)
+            ServerProcess(tmp_path / f"node{len(started) + i}", redis_url=url, env=env)
             for i in range(count)
         ]
         started.extend(batch)

@@ -26,12 +26,15 @@ from websockets.asyncio.client import connect
 from rooms.events import Event, EventKind, ExitCause
 from rooms.ids import RoomId
 from rooms.roles import Role
-from signalling.bus import NODES, channel, where_key
 from signalling.client import Client
 from signalling.eventlog import EventLog
+from signalling.keys import NODES, where_key
+from signalling.keys import node_channel as channel
+from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import MAX_UNIX_PATH, RedisProcess
 from signalling.rtc import CallPeer
 from signalling.wire import Message
+from tests.cluster import LocalCluster
 from tests.e2e.conftest import Nodes, ServerProcess
 from tests.e2e.support import T, audio_frames, ids, media, new_room
 from tests.support import free_port, token
@@ -152,6 +155,21 @@ def entry(waiting_list: Message, pid: str) -> dict[str, Any]:
 
 @pytest.mark.usefixtures("loopback_ice")
 async def test_call_between_two_node_processes(nodes: Nodes, redis: Redis) -> None:
+    await _call_between_two_nodes(nodes, redis)
+
+
+@pytest.mark.usefixtures("loopback_ice")
+async def test_call_between_two_node_processes_on_a_redis_cluster(
+    cluster_nodes: Nodes, redis_cluster: LocalCluster
+) -> None:
+    client = connect_redis(redis_cluster.url)
+    try:
+        await _call_between_two_nodes(cluster_nodes, client)
+    finally:
+        await client.aclose()
+
+
+async def _call_between_two_nodes(nodes: Nodes, redis: Redis) -> None:
     a, b = nodes(2)
     room = new_room()
     async with AsyncExitStack() as stack:
@@ -221,6 +239,20 @@ async def _two_waiting(
 
 
 async def test_patient_resumes_on_another_node_after_a_crash(nodes: Nodes, redis: Redis) -> None:
+    await _resume_after_a_crash(nodes, redis)
+
+
+async def test_patient_resumes_on_another_node_after_a_crash_on_a_redis_cluster(
+    cluster_nodes: Nodes, redis_cluster: LocalCluster
+) -> None:
+    client = connect_redis(redis_cluster.url)
+    try:
+        await _resume_after_a_crash(cluster_nodes, client)
+    finally:
+        await client.aclose()
+
+
+async def _resume_after_a_crash(nodes: Nodes, redis: Redis) -> None:
     a, b = nodes(2, VESTIBULE_NODE_TIMEOUT="1", VESTIBULE_RESUME_GRACE="30")
     dead = await node_id(a)
     room = new_room()

@@ -38,6 +38,7 @@ from signalling.client import Client
 from signalling.hub import Hub
 from signalling.redis_server import RedisProcess
 from signalling.settings import Limits, Settings
+from tests.cluster import LocalCluster
 from tests.support import KEYRING, SECRETS, WAIT_FACTOR, free_port, token
 
 # 2023-11-14T22:13:20Z: an arbitrary, round start for every clock.
@@ -193,7 +194,21 @@ def _indirect(app: Starlette) -> Callable[..., Awaitable[None]]:
 @pytest.fixture
 async def serve(tmp_path: Path, redis_server: RedisProcess) -> AsyncIterator[Serve]:
     """A factory: ``await serve(**overrides)`` starts a node; all stop at teardown. The
-    nodes of one test share one real redis-server, as a cluster's nodes do."""
+    nodes of one test share one real redis-server, as a deployment's nodes do."""
+    async with serving(tmp_path, redis_server.url) as start:
+        yield start
+
+
+@pytest.fixture
+async def cluster_serve(tmp_path: Path, redis_cluster: LocalCluster) -> AsyncIterator[Serve]:
+    """`serve`, with the nodes on the session's real Redis Cluster (emptied first)."""
+    async with serving(tmp_path, redis_cluster.url) as start:
+        yield start
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, redis_url: str) -> AsyncIterator[Serve]:
+    """Start nodes on ``redis_url``; stop them all, and check their logs, at the end."""
     running: list[tuple[Node, uvicorn.Server, asyncio.Task[None]]] = []
 
     async def start(
@@ -201,7 +216,7 @@ async def serve(tmp_path: Path, redis_server: RedisProcess) -> AsyncIterator[Ser
     ) -> Node:
         clock = clock or FakeClock()
         settings = build_settings(tmp_path / f"node{len(running)}", **overrides)
-        app = create_app(settings, clock, redis_url=redis_server.url)
+        app = create_app(settings, clock, redis_url=redis_url)
         port = free_port()
         config = uvicorn_server.config(  # the protocols `vestibule serve` runs
             _indirect(app) if indirect else app,

@@ -1,21 +1,13 @@
-"""The calendar's scripts on a real Redis Cluster (three masters on loopback): each keeps to
-one hash slot, so holds, confirmations, releases, notes, events and repair tickets work
-unchanged with calendars spread over the shards (`signalling.calendar`).
-
-The cluster is three ``redis-server --cluster-enabled yes`` processes joined with
-``redis-cli --cluster create``; the test waits (bounded) for ``cluster_state:ok``.
+"""The calendar's scripts on a real Redis Cluster (the session's, `tests.cluster`: three
+masters with a replica each, on loopback): each keeps to one hash slot, so holds,
+confirmations, releases, notes, events and repair tickets work unchanged with calendars
+spread over the shards (`signalling.calendar`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -24,76 +16,14 @@ from rooms.appointments import Actor
 from rooms.ids import AppointmentId
 from rooms.slots import Busy
 from signalling.calendar import Calendar, Outcome, bucket_key, bucket_of, busy_key
-from signalling.redis_server import RedisProcess
-from tests.support import WAIT_FACTOR, free_port
+from tests.cluster import LocalCluster
 
 CLINICIANS = ("cli_1", "cli_2", "cli_3", "dr lee", "x}y", "clinic/7")
-READY_TIMEOUT = 20.0 * WAIT_FACTOR
-
-
-class ClusterMember(RedisProcess):
-    """A redis-server that takes part in a cluster."""
-
-    def command(self) -> list[str]:
-        return [
-            *super().command(),
-            "--cluster-enabled", "yes",
-            "--cluster-config-file", str(self.data_dir / "nodes.conf"),
-            "--cluster-node-timeout", "2000",
-        ]  # fmt: skip
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[int]]:
-    """Three masters with all 16384 slots; their ports."""
-    cli = shutil.which("redis-cli")
-    if cli is None:
-        pytest.fail(
-            "redis-cli is missing (it comes with redis-server: apt-get install redis-tools)"
-        )
-    members = [ClusterMember(tmp_path / f"r{i}", port=cluster_port(), fsync="no") for i in range(3)]
-    with contextlib.ExitStack() as stack:
-        for member in members:
-            member.start()
-            stack.callback(member.stop)
-        addresses = [f"127.0.0.1:{m.port}" for m in members]
-        subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=READY_TIMEOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + READY_TIMEOUT
-        ports = [m.port for m in members if m.port is not None]
-        while not all(_state_ok(cli, port) for port in ports):
-            assert time.monotonic() < deadline, "the cluster did not reach cluster_state:ok"
-            time.sleep(0.05)
-        yield ports
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (10000 above it) is free too."""
-    for _ in range(100):
-        port = free_port()
-        if port > 55535:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no free pair of ports for a cluster member")
-
-
-def _state_ok(cli: str, port: int) -> bool:
-    done = subprocess.run(
-        [cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True, timeout=5
-    )
-    return "cluster_state:ok" in done.stdout
-
-
-@pytest.fixture
-async def client(cluster: list[int]) -> AsyncIterator[RedisCluster]:
-    redis = RedisCluster(host="127.0.0.1", port=cluster[0])
+async def client(redis_cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
+    redis = RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
     await redis.initialize()
     yield redis
     await redis.aclose()

@@ -11,18 +11,16 @@ from redis.asyncio import Redis
 from rooms.events import Event, EventKind, WaitReason
 from rooms.ids import ParticipantId, RoomId
 from rooms.roles import Role
-from signalling.bus import where_key
 from signalling.eventlog import (
     EMPTY,
     Conflict,
     EventLog,
     decode,
-    events_key,
-    feed_channel,
     parse_feed,
     parse_id,
 )
-from signalling.projector import CHANGES, queue_change
+from signalling.keys import changes_of, events_key, feed_channel, where_key
+from signalling.projector import queue_change
 from signalling.redis_server import RedisProcess
 
 ROOM = RoomId("r1")
@@ -137,6 +135,6 @@ async def test_a_note_goes_with_the_append_and_survives_a_script_flush(redis: Re
     with pytest.raises(Conflict):
         await log.append(ROOM, ids[0], [knocked(3.0)])
     assert [e for _, e in await log.read(ROOM)] == [arrived(1.0), knocked(2.0)]
-    notes: Any = await redis.xrange(CHANGES)
+    notes: Any = await redis.xrange(changes_of(ROOM))
     assert len(notes) >= 3  # one per attempt, even the refused one (harmless)
     assert {fields[b"r"] for _, fields in notes} == {ROOM.encode()}

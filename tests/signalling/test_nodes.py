@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 from rooms.events import EventKind, ExitCause
 from rooms.ids import ParticipantId, RoomId
 from rooms.roles import Role
-from signalling.bus import NODES
 from signalling.eventlog import EventLog
+from signalling.keys import NODES
 from signalling.redis_server import RedisProcess
 from tests.signalling.conftest import Serve, eventually
 

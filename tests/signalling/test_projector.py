@@ -15,17 +15,18 @@ from rooms.roles import Role
 from rooms.room import Room
 from rooms.status import CallStatus
 from signalling.eventlog import EMPTY, EventLog
+from signalling.keys import changes_of, events_key, outcomes_key, projection_key
 from signalling.projector import (
-    CHANGES,
     GROUP,
     Projector,
     note_window,
-    outcomes_key,
-    projection_key,
     queue_change,
     read_outcomes,
     read_projection,
     read_status,
+)
+from signalling.projector import (
+    note_change as projector_note,
 )
 from tests.rooms.support import WAIT
 
@@ -64,9 +65,10 @@ async def record(redis: Redis, batches: list[list[Event]]) -> None:
 
 async def note_change(redis: Redis, room_id: RoomId) -> None:
     """A change note on its own (a duplicate, or one sent after a plain append)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        queue_change(pipe, room_id)
-        await pipe.execute()
+    await projector_note(redis, room_id)
+
+
+CHANGES = changes_of(R)  # the change notes of R's bucket
 
 
 async def test_projection_of_a_completed_visit(redis: Redis) -> None:
@@ -167,7 +169,7 @@ async def test_a_malformed_entry_or_room_is_logged_and_skipped_and_the_rest_proj
     broken = RoomId("broken")
     await redis.xadd(CHANGES, {"x": "no room field"})
     await redis.xadd(CHANGES, {"r": b"\xff\xfe"})  # not UTF-8
-    await redis.xadd(f"vst:{{{broken}}}:events", {"e": b"\xc1"})  # not an event
+    await redis.xadd(events_key(broken), {"e": b"\xc1"})  # not an event
     await note_change(redis, broken)
     projector = Projector(redis, "n1", Clock(10.0))
     await projector.ensure_group()

@@ -19,14 +19,12 @@ from rooms.ids import AppointmentId, ParticipantId, RoomId, SessionId
 from rooms.participants import Booking
 from rooms.roles import Role
 from rooms.room import Room
-from signalling.bus import Bus, where_key
-from signalling.eventlog import EMPTY, EventLog, events_key, names_key
+from signalling.bus import Bus
+from signalling.eventlog import EMPTY, EventLog
 from signalling.hub import Hub
+from signalling.keys import audit_key, events_key, names_key, outcomes_key, retention_of, where_key
 from signalling.projector import (
-    RETENTION,
     Projector,
-    audit_key,
-    outcomes_key,
     read_audit,
     read_projection,
     read_snapshot,
@@ -69,7 +67,7 @@ async def test_events_past_retention_go_the_audit_trail_stays(redis: Redis) -> N
     last = await log.append(R, EMPTY, room.arrive(HOST, Role.HOST, now=1000.0))
     last_id = await record(log, visit(room, A, "s1", 1000.0), last[-1])
     await projector.project(R, close={APPT: 1005.0})
-    due: Any = await redis.zscore(RETENTION, R)
+    due: Any = await redis.zscore(retention_of(R), R)
     assert due == 1000.0 + KEEP  # the first event folded falls due then
     # The audit trail: the host's decisions and the calls, with the appointment, no names.
     audit = await read_audit(redis, R)
@@ -97,7 +95,7 @@ async def test_events_past_retention_go_the_audit_trail_stays(redis: Redis) -> N
     assert await redis.hgetall(outcomes_key(R)) == {}
     # The audit trail still has both visits; it goes only after its own period.
     assert len(await read_audit(redis, R)) == 6
-    assert await redis.zscore(RETENTION, R) == kept[0].at + KEEP
+    assert await redis.zscore(retention_of(R), R) == kept[0].at + KEEP
     clock.now += AUDIT + 10
     await projector.project(R)
     await retention.retain(R, clock.now)

@@ -31,12 +31,18 @@ from signalling.api.idempotency import Idempotency, fingerprint, storage_key
 from signalling.api.keys import ApiKey, ApiKeys
 from signalling.api.schema import format_time
 from signalling.client import Client, ClientError
-from signalling.projector import WINDOWS, outcomes_key, window_member
+from signalling.keys import outcomes_key, windows_of
+from signalling.projector import window_member
 from tests.signalling.api.documented import Documented
 from tests.signalling.conftest import Node
 
 Json = Any
 HOUR = 3600.0
+
+
+async def window_score(redis: Any, member: str) -> Any:
+    """When the projector settles the window ``member`` (room NUL appointment), if noted."""
+    return await redis.zscore(windows_of(member.partition("\x00")[0]), member)
 
 
 # --- the API client -------------------------------------------------------------------------
@@ -732,7 +738,7 @@ async def test_a_video_appointment_gets_the_clinicians_room_and_two_links(api: A
     assert alone["video_link"] is not None
     member = window_member(data["room_id"], data["id"])
     closes = api.node.clock.now + 300 + 1800 + 3600
-    assert await api.node.redis.zscore(WINDOWS, member) == closes
+    assert await window_score(api.node.redis, member) == closes
 
 
 async def test_an_appointment_is_joined_end_to_end(api: Api) -> None:
@@ -924,7 +930,7 @@ async def test_rescheduling_replaces_both_links_and_the_window(api: Api) -> None
     assert moved["meeting_url"] != data["meeting_url"]
     assert moved["duration_minutes"] == 60
     member = window_member(RoomId(room), data["id"])
-    assert await node.redis.zscore(WINDOWS, member) == start + 3600 + 3600
+    assert await window_score(node.redis, member) == start + 3600 + 3600
     with pytest.raises(ClientError) as refused:
         await node.connect(room=room, token=old_token)
     assert refused.value.code == "link_revoked"
@@ -943,8 +949,8 @@ async def test_a_new_clinician_moves_the_appointment_to_their_room(api: Api) -> 
     other = await api.create(**video(api.node, title="y", clinician_profile_id="cli_2"))
     assert moved["room_id"] == other["room_id"] != data["room_id"]
     old = window_member(data["room_id"], data["id"])
-    assert await api.node.redis.zscore(WINDOWS, old) is None
-    assert await api.node.redis.zscore(WINDOWS, window_member(moved["room_id"], data["id"]))
+    assert await window_score(api.node.redis, old) is None
+    assert await window_score(api.node.redis, window_member(moved["room_id"], data["id"]))
 
 
 async def test_video_comes_and_goes_with_the_remote_channel(api: Api) -> None:
@@ -963,7 +969,7 @@ async def test_video_comes_and_goes_with_the_remote_channel(api: Api) -> None:
     with pytest.raises(ClientError) as refused:
         await api.node.connect(room=room, token=token)
     assert refused.value.code == "link_revoked"
-    assert await api.node.redis.zscore(WINDOWS, window_member(RoomId(room), data["id"])) is None
+    assert await window_score(api.node.redis, window_member(RoomId(room), data["id"])) is None
 
 
 async def test_cancelling_revokes_the_links(api: Api) -> None:
@@ -975,7 +981,7 @@ async def test_cancelling_revokes_the_links(api: Api) -> None:
     with pytest.raises(ClientError) as refused:
         await api.node.connect(room=room, token=token)
     assert refused.value.code == "link_revoked"
-    assert await api.node.redis.zscore(WINDOWS, window_member(RoomId(room), data["id"])) is None
+    assert await window_score(api.node.redis, window_member(RoomId(room), data["id"])) is None
     # Corrections to a cancelled appointment give it no new links.
     patch = {"patient_id": "pat_2", "attendee_name": "Sam"}
     fixed = await api.call("PATCH", f"/appointments/{data['id']}", json=patch, status=200)

@@ -76,6 +76,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from signalling.redis_server import RedisProcess
+from tests.cluster import LocalCluster
 from tests.support import KEYS_ENV, free_port
 
 Operation: TypeAlias = APIOperation[Any, Any, Any, Any]
@@ -285,21 +286,29 @@ def _seed(api: Api, client: httpx.Client) -> None:
     post("/clinicians/{clinician_id}/holds", {"start_time": start}, **clinician)
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """A node running as `vestibule serve`, seeded, with a valid and a revoked API key."""
+@pytest.fixture(scope="module", params=["redis", "cluster"])
+def api(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Api]:
+    """A node running as `vestibule serve`, seeded, with a valid and a revoked API key: on
+    one Redis, then on the session's Redis Cluster (emptied first)."""
     root = tmp_path_factory.mktemp("contract")
-    redis = RedisProcess(root / "redis", port=free_port())
-    redis.start()
     port = free_port()
     log = root / "node.log"
     with contextlib.ExitStack() as stack:
-        stack.callback(redis.stop)
+        if request.param == "cluster":
+            cluster: LocalCluster = request.getfixturevalue("local_cluster")
+            cluster.wait_ok()
+            cluster.flush()
+            url = cluster.url
+        else:
+            redis = RedisProcess(root / "redis", port=free_port())
+            redis.start()
+            stack.callback(redis.stop)
+            url = redis.url
         webhook = stack.enter_context(_webhook_receiver())
         env = {
             **os.environ,
             **KEYS_ENV,
-            "REDIS_URL": redis.url,
+            "REDIS_URL": url,
             "VESTIBULE_DATA_DIR": str(root / "node"),
             "VESTIBULE_WEBHOOK_URL": webhook,
             "VESTIBULE_LOG_LEVEL": "warning",

@@ -567,6 +567,18 @@ async def test_refusals(serve: Serve, smtp: Smtp) -> None:
 
 
 async def test_list_newest_first_and_get(serve: Serve, smtp: Smtp) -> None:
+    await _list_newest_first_and_get(serve, smtp)
+
+
+async def test_list_newest_first_and_get_on_a_redis_cluster(
+    cluster_serve: Serve, smtp: Smtp
+) -> None:
+    # The outbox's scripts and transactions keep to its one tag; the appointments listed
+    # and the links signed are read across the shards.
+    await _list_newest_first_and_get(cluster_serve, smtp)
+
+
+async def _list_newest_first_and_get(serve: Serve, smtp: Smtp) -> None:
     node = await serve(**smtp.settings(), **FAST)
     api = await api_for(node)
     appointment, _ = await make_appointment(ctx_of(node))
