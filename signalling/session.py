@@ -27,7 +27,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from admission import policy
 from admission.errors import AdmissionError, TokenError, WindowError
@@ -482,4 +482,7 @@ class Session:
 
 
 def _unreachable(exc: BaseException) -> bool:
-    return isinstance(exc, RedisError)
+    """Redis cannot be reached or cannot answer now: a connection, timeout or server
+    error, or a cluster's (a slot no shard serves during a failover), which redis-py does
+    not make a RedisError."""
+    return isinstance(exc, RedisError | RedisClusterException)

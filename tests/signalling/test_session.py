@@ -10,6 +10,7 @@ from typing import Any
 import msgpack
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import SlotNotCoveredError
 
 from admission.errors import RoomNotOpenYet
 from rooms.events import EventKind
@@ -274,3 +275,11 @@ def test_a_resume_brings_back_the_same_participant_only(settings: Settings) -> N
     assert isinstance(send, Send)
     assert send.message["code"] == "invalid_resume"
     assert isinstance(close, Close)
+
+
+def test_a_cluster_without_a_shard_for_the_slot_is_unavailable(settings: Settings) -> None:
+    """redis-py's cluster errors are no RedisError: one still reads as `unavailable`."""
+    session = Session(settings, "c_1", EPOCH)
+    session.receive(hello(token=patient_token()), EPOCH)
+    refused = session.failed(SlotNotCoveredError("slot 42 is not covered"))
+    assert refused[-1] == Close(CLOSE_TRY_AGAIN, "unavailable", refused="unavailable")
