@@ -42,6 +42,7 @@ from signalling.gate import Gate
 from signalling.hub import Hub
 from signalling.metrics import CONTENT_TYPE, Metrics, gauge, labelled
 from signalling.migrate import migrate
+from signalling.projector import LINGER as PROJECTOR_LINGER
 from signalling.projector import Projector
 from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import RedisProcess
@@ -84,7 +85,12 @@ def create_app(
     hooks = StatusEvents(redis) if settings.events_url else None
     ctx = ApiContext(redis, settings, clock, hub, Followers(redis, hooks))
     projector = Projector(
-        redis, node_id, clock, on_outcome=outcome_hook(ctx), retain=settings.retention
+        redis,
+        node_id,
+        clock,
+        on_outcome=outcome_hook(ctx),
+        retain=settings.retention,
+        linger=PROJECTOR_LINGER,
     )
     retention = Retention(redis, projector, keep=settings.retention, audit=settings.audit_retention)
     supervisor = Supervisor()

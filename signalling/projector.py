@@ -25,7 +25,9 @@ longer than the events themselves.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -63,16 +65,22 @@ GROUP = "projector"
 WINDOWS = tuple(windows_key(b) for b in range(ROOM_BUCKETS))
 CHANGES_MAXLEN = 10_000  # per bucket
 CLAIM_IDLE_MS = 10_000
+BATCH = 100  # change notes taken per bucket at a time
+LINGER = 0.1  # seconds a node's projector gathers changes before it folds them
+CACHED = 256  # projections a consumer keeps decoded, the rooms it projected last
 
 OutcomeHook = Callable[[RoomId, AppointmentId, Outcome], Awaitable[None]]
 
 # KEYS: the projection, the outcomes, the audit trail (one room's: one hash slot). ARGV:
-# the checkpoint the fold started from, the new one, the projection; then three counted
-# lists: (appointment, outcome) pairs, appointments forgotten, (time, entry) audit pairs.
+# the revision the fold started from, the new checkpoint, the projection; then three
+# counted lists: (appointment, outcome) pairs, appointments forgotten, (time, entry) audit
+# pairs. Every save makes a new revision (a settle or a forget saves without a new event,
+# so the checkpoint alone would not tell that the projection changed); returns it, 0 if
+# the projection is no longer at the revision the fold started from.
 _SAVE = """
-local last = redis.call('HGET', KEYS[1], 'last')
-if (last or '0-0') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'last', ARGV[2], 'state', ARGV[3])
+local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
+if rev ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'last', ARGV[2], 'state', ARGV[3], 'rev', rev + 1)
 local i = 4
 for _ = 1, tonumber(ARGV[i]) do
   redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i + 2])
@@ -88,7 +96,7 @@ for _ = 1, tonumber(ARGV[i]) do
   redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[i + 2])
   i = i + 2
 end
-return 1
+return rev + 1
 """
 
 # What the audit trail keeps: the host's decisions about people, and the calls.
@@ -196,6 +204,7 @@ class Projector:
         claim_idle_ms: int = CLAIM_IDLE_MS,
         on_outcome: OutcomeHook | None = None,
         retain: float | None = None,
+        linger: float = 0.0,
     ) -> None:
         """``on_outcome`` is awaited after a save for each outcome that save recorded (an
         appointment's status follows it); its failures are logged, never retried here.
@@ -203,27 +212,28 @@ class Projector:
         `signalling.retention` to look at once the first of them is that old."""
         self.redis = redis
         self.retain = retain
+        self.linger = linger
         self.on_outcome = on_outcome
         self.claim_idle_ms = claim_idle_ms
         self.log = EventLog(redis)
         self.consumer = consumer
         self.clock = clock
         self._save = redis.register_script(_SAVE)
+        # The projections this consumer saved last, by room, with their revision and the
+        # id of their last event (used while Redis still has that revision: `_load`).
+        self._cache: OrderedDict[RoomId, tuple[int, StreamId, Projection]] = OrderedDict()
 
     async def ensure_group(self) -> None:
         await buckets.create_groups(self.redis, CHANGES, GROUP, "0")
 
     async def step(self, block_ms: int = 0) -> int:
-        """Handle one batch: claimed, new and settled; returns how many rooms were folded."""
-        entries = await buckets.take(
-            self.redis,
-            CHANGES,
-            GROUP,
-            self.consumer,
-            count=100,
-            claim_idle_ms=self.claim_idle_ms,
-            block_ms=block_ms,
-        )
+        """Handle one batch: claimed, new and settled; returns how many rooms were folded.
+        With ``linger``, the changes of the next ``linger`` seconds join the batch: a busy
+        room (a thousand guests arriving) is folded once per batch, not once per event."""
+        entries = await self._take(block_ms)
+        if entries and self.linger:
+            await asyncio.sleep(self.linger)
+            entries += await self._take(0)
         rooms: set[RoomId] = set()
         for _, entry_id, fields in entries:
             try:
@@ -240,6 +250,17 @@ class Projector:
                 log.error("projector: room %s not projected: %s", room_id, failure(exc))
         await buckets.ack(self.redis, GROUP, entries)
         return len(rooms) + await self.settle(self.clock())
+
+    async def _take(self, block_ms: int) -> list[buckets.Entry]:
+        return await buckets.take(
+            self.redis,
+            CHANGES,
+            GROUP,
+            self.consumer,
+            count=BATCH,
+            claim_idle_ms=self.claim_idle_ms,
+            block_ms=block_ms,
+        )
 
     async def settle(self, now: float) -> int:
         """Settle the outcome of every appointment whose join window has closed."""
@@ -263,15 +284,7 @@ class Projector:
         entries; settle the appointments of ``close`` (whose windows closed then); with
         ``forget_before``, drop what it keeps of appointments whose windows closed before."""
         while True:
-            raw: Any = await self.redis.hmget(projection_key(room_id), ["state", "last"])
-            state, last_raw = raw
-            last = EMPTY if last_raw is None else last_raw.decode()
-            projection = Projection(Room(room_id))
-            if state is not None:
-                try:
-                    projection = _projection(state)
-                except (KeyError, TypeError, ValueError):  # an older version's: fold again
-                    last = EMPTY
+            projection, last, rev = await self._load(room_id)
             settled = set(projection.outcomes)
             newest = last
             audit: list[Any] = []
@@ -289,13 +302,14 @@ class Projector:
             for appointment, outcome in projection.outcomes.items():
                 outcomes += [appointment, outcome.value]
             record = msgpack.packb(projection.to_record(), use_bin_type=True)
-            args = [last, newest, record, len(outcomes) // 2, *outcomes, len(forgotten)]
+            args: list[Any] = [rev, newest, record, len(outcomes) // 2, *outcomes, len(forgotten)]
             args += [*forgotten, len(audit) // 2, *audit]
             saved = await self._save(
                 keys=[projection_key(room_id), outcomes_key(room_id), audit_key(room_id)],
                 args=args,
             )
             if saved:
+                self._keep(room_id, int(saved), newest, projection)
                 if events and self.retain is not None:
                     due: dict[str, float] = {room_id: events[0][1].at + self.retain}
                     # the earlier stands
@@ -305,6 +319,32 @@ class Projector:
                 await self._tell(room_id, projection, settled)
                 return projection
             # another consumer folded this room meanwhile: start again from its checkpoint
+
+    async def _load(self, room_id: RoomId) -> tuple[Projection, StreamId, int]:
+        """The room's projection as saved, the id of its last event and its revision: the
+        one this consumer saved last, if Redis still has that revision (no decoding of a
+        whole room on every change), else read and decoded. The caller owns what it gets:
+        it is out of the cache until `_keep` puts it back."""
+        cached = self._cache.pop(room_id, None)
+        if cached is not None:
+            stored: Any = await self.redis.hget(projection_key(room_id), "rev")
+            if stored is not None and int(stored) == cached[0]:
+                return cached[2], cached[1], cached[0]
+        raw: Any = await self.redis.hmget(projection_key(room_id), ["state", "last", "rev"])
+        state, last_raw, rev_raw = raw
+        rev = 0 if rev_raw is None else int(rev_raw)
+        last = EMPTY if last_raw is None else last_raw.decode()
+        if state is None:
+            return Projection(Room(room_id)), last, rev
+        try:
+            return _projection(state), last, rev
+        except (KeyError, TypeError, ValueError):  # an older version's: fold again
+            return Projection(Room(room_id)), EMPTY, rev
+
+    def _keep(self, room_id: RoomId, rev: int, last: StreamId, projection: Projection) -> None:
+        self._cache[room_id] = (rev, last, projection)
+        while len(self._cache) > CACHED:
+            self._cache.popitem(last=False)  # the room projected longest ago
 
     async def _tell(
         self, room_id: RoomId, projection: Projection, settled: set[AppointmentId]

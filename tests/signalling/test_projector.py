@@ -15,7 +15,7 @@ from rooms.roles import Role
 from rooms.room import Room
 from rooms.status import CallStatus
 from signalling.eventlog import EMPTY, EventLog
-from signalling.keys import changes_of, events_key, outcomes_key, projection_key
+from signalling.keys import changes_of, events_key, outcomes_key, projection_key, windows_of
 from signalling.projector import (
     GROUP,
     Projector,
@@ -158,7 +158,7 @@ async def test_no_show_appears_once_the_window_closes(redis: Redis) -> None:
     await projector.step()
     assert await read_outcomes(redis, R) == {APPT: Outcome.NO_SHOW}
     assert await read_status(redis, R, APPT) is CallStatus.EXPIRED
-    assert await redis.zcard("vst:windows") == 0
+    assert await redis.zcard(windows_of(R)) == 0
 
 
 async def test_a_malformed_entry_or_room_is_logged_and_skipped_and_the_rest_projected(
@@ -180,3 +180,53 @@ async def test_a_malformed_entry_or_room_is_logged_and_skipped_and_the_rest_proj
     assert sum("skipped a malformed change entry" in m for m in messages) == 2
     assert any(m.startswith("projector: room broken not projected: ") for m in messages)
     assert (await redis.xpending(CHANGES, GROUP))["pending"] == 0  # all acknowledged
+
+
+async def test_a_consumer_folds_on_from_what_another_saved_since_it_last_did(redis: Redis) -> None:
+    """A consumer keeps the projections it saved decoded (no decoding of the whole room on
+    every change) only while Redis still has that revision: an outcome another consumer
+    settled meanwhile, with no new event, is never written over."""
+    batches = visit()
+    await record(redis, batches[:2])  # the host and the patient arrive
+    first, second = Projector(redis, "n1", Clock(10.0)), Projector(redis, "n2", Clock(10.0))
+    await first.ensure_group()
+    await first.project(R)
+    await second.project(R, close={APPT: 9.0})  # its window closed: a no-show, for now
+    assert await read_outcomes(redis, R) == {APPT: Outcome.NO_SHOW}
+    await record_more(redis, batches[:2], batches[2:3])
+    projection = await first.project(R)  # from the second's save, not from its own
+    assert projection.outcomes == {APPT: Outcome.NO_SHOW}
+    assert projection.closed == {APPT: 9.0}
+    assert (await read_projection(redis, R)).to_record() == projection.to_record()  # type: ignore[union-attr]
+    # Its own save is the latest: the next fold starts from what it holds, no read.
+    again = await first.project(R)
+    assert again is projection
+
+
+async def test_changes_during_the_linger_are_folded_in_the_same_batch(redis: Redis) -> None:
+    """A node's projector waits a moment after the first change before it folds: what a
+    busy room appends meanwhile is folded with it, once (not once per event)."""
+    batches = visit()
+    await record(redis, batches[:1])
+    projector = Projector(redis, "n1", Clock(10.0), linger=2.0)
+    await projector.ensure_group()
+    folds = 0
+    project = projector.project
+
+    async def counted(room_id: RoomId, *args: object, **kwargs: object) -> object:
+        nonlocal folds
+        folds += 1
+        return await project(room_id, *args, **kwargs)  # type: ignore[arg-type]
+
+    projector.project = counted  # type: ignore[method-assign,assignment]
+    step = asyncio.create_task(projector.step())
+    for _ in range(500):  # bounded: until the first change note is taken
+        if (await redis.xpending(CHANGES, GROUP))["pending"]:
+            break
+        await asyncio.sleep(0.01)
+    assert not step.done()  # it lingers
+    await record_more(redis, batches[:1], batches[1:])  # five more changes meanwhile
+    assert await step == 1
+    assert folds == 1
+    assert await read_outcomes(redis, R) == {APPT: Outcome.COMPLETED}
+    assert (await redis.xpending(CHANGES, GROUP))["pending"] == 0
