@@ -31,13 +31,15 @@ from tests.signalling.api.test_booking import (
     open_booking,  # noqa: F401 -- the fixture
 )
 from tests.signalling.api.test_invitations import offline_context
+from tests.support import WAIT_FACTOR
 
 START, END = parse_time(NINE, "start"), parse_time(HALF, "end")
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``check`` (the sweeper runs every 20 ms) until it holds; fail after 10 s."""
-    for _ in range(500):
+    """Poll ``check`` (the sweeper runs every 20 ms) until it holds; fail after 10 s times
+    the suite's wait factor (a loaded CI machine)."""
+    for _ in range(int(500 * WAIT_FACTOR)):
         if await check():
             return
         await asyncio.sleep(0.02)
