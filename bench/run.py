@@ -139,11 +139,14 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
 
 @contextlib.contextmanager
 def servers(
-    config: str, work: Path, cpus: set[int], fds: int
+    config: str, work: Path, cpus: set[int], fds: int, cluster: bool = False
 ) -> Iterator[tuple[list[str], list[int], list[int]]]:
-    """Start one configuration; yield (urls, server pids, redis pids)."""
+    """Start one configuration; yield (urls, server pids, redis pids). With ``cluster``,
+    Vestibule's nodes run on a local Redis Cluster (three masters, three replicas, on the
+    servers' core) instead of one redis-server."""
     processes: list[subprocess.Popen[bytes]] = []
     redis: RedisProcess | None = None
+    shards: Any = None
     work.mkdir(parents=True, exist_ok=True)
     try:
         urls: list[str] = []
@@ -163,13 +166,24 @@ def servers(
             urls.append(f"ws://127.0.0.1:{port}")
             yield urls, [process.pid], []
             return
-        redis = RedisProcess(work / "redis", port=free_port())
-        (work / "redis").mkdir(parents=True, exist_ok=True)
-        redis.start()
-        assert redis.process is not None
-        os.sched_setaffinity(redis.process.pid, cpus)
+        if cluster:
+            # The test suite's local cluster (dev tooling, as bench/ is): six processes.
+            from tests.cluster import LocalCluster
+
+            shards = LocalCluster(work / "cluster")
+            shards.start()
+            redis_pids = [m.process.pid for m in shards.members if m.process is not None]
+            url = shards.url
+        else:
+            redis = RedisProcess(work / "redis", port=free_port())
+            (work / "redis").mkdir(parents=True, exist_ok=True)
+            redis.start()
+            assert redis.process is not None
+            redis_pids, url = [redis.process.pid], redis.url
+        for pid in redis_pids:
+            os.sched_setaffinity(pid, cpus)
         env = {k: v for k, v in os.environ.items() if not k.startswith("VESTIBULE_")}
-        env |= KEYS_ENV | SERVER_ENV | {"REDIS_URL": redis.url}
+        env |= KEYS_ENV | SERVER_ENV | {"REDIS_URL": url}
         ports = [free_port() for _ in range(1 if config == "vestibule1" else 2)]
         for n, port in enumerate(ports):  # started together, then waited for
             command = [sys.executable, "-m", "signalling.cli", "serve", "--host", "127.0.0.1"]
@@ -187,11 +201,13 @@ def servers(
         for n, (port, process) in enumerate(zip(ports, processes, strict=True)):
             wait_ready(port, "/healthz", process, work / f"node{n}.err")
             urls.append(f"ws://127.0.0.1:{port}/ws")
-        yield urls, [p.pid for p in processes], [redis.process.pid]
+        yield urls, [p.pid for p in processes], redis_pids
     finally:
         stop(processes)
         if redis is not None:
             redis.kill()  # its data is thrown away: no AOF flush to wait for
+        if shards is not None:
+            shards.stop()
 
 
 # Every repetition runs three groups of phases, each on freshly started servers (and
@@ -602,6 +618,12 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=ROOT / "bench" / "results", help="results directory"
     )
     parser.add_argument("--plot", type=Path, help="write a PNG of cost and latency here")
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="run Vestibule's nodes on a local Redis Cluster (3 masters, 3 replicas) instead "
+        "of one redis-server (results in cluster.json / cluster-quick.json)",
+    )
     args = parser.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
     for key in ("reps", "hello", "storm", "idle", "admit", "knocks", "warm", "sat", "lat"):
@@ -615,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     plan["idle"] = max(plan["idle"], plan["hello"] + plan["storm"])
     plan["idle_on"] = ["vestibule1", "raw"]
     plan["admit_on"] = args.admit_on.split(",")
+    plan["redis"] = "cluster (3 masters, 3 replicas)" if args.redis_cluster else "one redis-server"
     configs = [c for c in CONFIGS if c in args.configs.split(",")]
     fds = check_fd_limit(max(plan["idle"], *plan["sizes"], plan["admit"]))
     server_cpus, generator_cpus = cores()
@@ -626,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# {info['date']}  {info['nproc']} CPUs  {info['cpu']}  load {info['loadavg']}", flush=True
     )
+    print(f"# Vestibule on {plan['redis']}", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     walls: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
     work = Path(tempfile.mkdtemp(prefix="vestibule-bench-"))
@@ -641,7 +665,11 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     started = time.monotonic()
                     where = work / f"{config}-{rep}-{group}"
-                    with servers(config, where, server_cpus, fds) as (urls, pids, extra):
+                    with servers(config, where, server_cpus, fds, args.redis_cluster) as (
+                        urls,
+                        pids,
+                        extra,
+                    ):
                         up = time.monotonic()
                         timeout = generator_timeout(group, plan)
                         result = run_generator(
@@ -682,7 +710,9 @@ def main(argv: list[str] | None = None) -> int:
     total = time.monotonic() - STARTED + setup
     print(budget(walls, total, setup), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "quick.json" if args.quick else "latest.json"
+    name = ("cluster-" if args.redis_cluster else "") + (
+        "quick.json" if args.quick else "latest.json"
+    )
     (args.out / name).write_text(
         json.dumps(
             {
