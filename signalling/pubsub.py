@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from redis.asyncio import ConnectionPool, Redis
@@ -132,6 +132,7 @@ class _Plain(Subscriber):
     def __init__(self, redis: Redis) -> None:
         self._pubsub = _Feed(redis.connection_pool, ignore_subscribe_messages=False)
         self._started = False
+        self._lock = asyncio.Lock()  # one (un)subscription at a time: see `_Shard.lock`
 
     @property
     def lost(self) -> bool:
@@ -147,13 +148,15 @@ class _Plain(Subscriber):
         return connection is not None and connection.is_connected
 
     async def subscribe(self, *channels: str) -> None:
-        await self._pubsub.subscribe(*channels)
+        async with self._lock:
+            await self._pubsub.subscribe(*channels)
         if not self._started:  # the first connection is no loss
             self._started = True
             self._pubsub.lost = False
 
     async def unsubscribe(self, *channels: str) -> None:
-        await self._pubsub.unsubscribe(*channels)
+        async with self._lock:
+            await self._pubsub.unsubscribe(*channels)
 
     async def get(self, timeout: float) -> Item | None:
         return _item(await self._pubsub.get_message(timeout=timeout))
@@ -167,6 +170,10 @@ class _Shard:
     client: Redis
     pubsub: PubSub
     reader: asyncio.Task[None] | None = None
+    # One (un)subscription at a time: redis-py's PubSub connects on its first command, with
+    # an await between "no connection yet" and keeping the new one, so concurrent first
+    # subscriptions each opened one and all but one were never read (hellos hung).
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class _Sharded(Subscriber):
@@ -180,6 +187,7 @@ class _Sharded(Subscriber):
         self._leaving: set[str] = set()  # unsubscribed by us: their sunsubscribe is expected
         self._failed: BaseException | None = None
         self._fresh = False
+        self._init = asyncio.Lock()
         self._closed = False
 
     @property
@@ -189,12 +197,17 @@ class _Sharded(Subscriber):
     async def subscribe(self, *channels: str) -> None:
         if not self._fresh:
             # A new subscriber after a lost one: ask the cluster where the slots are now
-            # (a failover or a resharding is the likely loss).
-            self._fresh = True
-            try:
-                await self._cluster.nodes_manager.initialize()
-            except RedisClusterException as exc:
-                raise RedisConnectionError(f"the cluster cannot be read now: {exc}") from exc
+            # (a failover or a resharding is the likely loss), once, before any channel is
+            # placed (concurrent first subscriptions wait for it).
+            async with self._init:
+                if not self._fresh:
+                    try:
+                        await self._cluster.nodes_manager.initialize()
+                    except RedisClusterException as exc:
+                        raise RedisConnectionError(
+                            f"the cluster cannot be read now: {exc}"
+                        ) from exc
+                    self._fresh = True
         self._check()
         for channel in channels:
             try:
@@ -205,7 +218,8 @@ class _Sharded(Subscriber):
                 raise RedisConnectionError(f"no shard serves {channel} now")
             shard = self._shard(node)
             self._leaving.discard(channel)
-            await shard.pubsub.ssubscribe(channel)
+            async with shard.lock:
+                await shard.pubsub.ssubscribe(channel)
 
     async def unsubscribe(self, *channels: str) -> None:
         self._check()
@@ -213,7 +227,8 @@ class _Sharded(Subscriber):
             for shard in self._shards.values():
                 if channel.encode() in shard.pubsub.shard_channels:
                     self._leaving.add(channel)
-                    await shard.pubsub.sunsubscribe(channel)
+                    async with shard.lock:
+                        await shard.pubsub.sunsubscribe(channel)
 
     async def get(self, timeout: float) -> Item | None:
         self._check()

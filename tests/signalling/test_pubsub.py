@@ -115,6 +115,28 @@ async def test_messages_on_channels_of_every_slot_arrive(
         await sub.aclose()
 
 
+async def test_concurrent_first_subscriptions_are_each_confirmed_and_heard(
+    client: tuple[Redis, LocalCluster | None],
+) -> None:
+    """A node that serves many new rooms at once subscribes to their feeds concurrently (a
+    connect storm): every subscription is confirmed and every feed heard. On a cluster,
+    concurrent first subscriptions to a shard each opened a connection of their own, all
+    but one never read: the hellos of most new rooms hung."""
+    r, _ = client
+    channels = [feed_channel(f"storm-{n}") for n in range(60)]
+    sub = subscriber(r)
+    try:
+        await asyncio.gather(*(sub.subscribe(c) for c in channels))
+        confirmed = await _items(sub, len(channels))
+        assert sorted(i.channel for i in confirmed) == sorted(channels)
+        for channel in channels:
+            await publish(r, channel, b"x")
+        heard = await _items(sub, len(channels))
+        assert sorted(i.channel for i in heard) == sorted(channels)
+    finally:
+        await sub.aclose()
+
+
 async def test_commands_on_one_connection_and_wait(
     client: tuple[Redis, LocalCluster | None],
 ) -> None:
