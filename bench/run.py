@@ -359,6 +359,27 @@ RELAY_ROWS: list[tuple[str, str, str]] = [
     ("  generator CPU % (at 50%)", "relay.{size}.lat50_gen_cpu_pct", "{:.0f}"),
     ("  load average (1 min)", "relay.{size}.load", "{:.1f}"),
 ]
+# A figure the load generator bounds when it used more than this share of its core: it is
+# refused (shown as "gen-bound", no ratio), since it measures the generator, not the server.
+GEN_BOUND = 70.0
+GENERATOR_OF = {  # figure key (suffix) -> the generator CPU key (suffix) of its phase
+    "msgs_per_s": "gen_cpu_pct",
+    "lat50_p50_ms": "lat50_gen_cpu_pct",
+    "lat50_p99_ms": "lat50_gen_cpu_pct",
+    "hello_rate": "hello_gen_cpu_pct",
+}
+
+
+def generator_bound(values: dict[str, float], key: str) -> float | None:
+    """The generator's CPU % behind figure ``key`` if it was over GEN_BOUND, else None."""
+    head, _, figure = key.rpartition(".")
+    gen_key = GENERATOR_OF.get(figure)
+    if gen_key is None:
+        return None
+    gen = values.get(f"{head}.{gen_key}", float("nan"))
+    return gen if gen == gen and gen > GEN_BOUND else None
+
+
 # (label, key, format, what the "clients" column says: a plan key or text)
 SINGLE_ROWS: list[tuple[str, str, str, str]] = [
     ("hello->welcome /s (100 in flight)", "idle.hello_rate", "{:,.0f}", "hello"),
@@ -403,6 +424,9 @@ def table(
 
     def cell(config: str, key: str, fmt: str) -> str:
         value = medians.get(config, {}).get(key, float("nan"))
+        bound = generator_bound(medians.get(config, {}), key)
+        if bound is not None:
+            return f"gen-bound ({bound:.0f}%)"
         if value != value:
             phase = phase_of(key)
             timed = any(name.startswith(phase) for name in timeouts.get(config, ()))
@@ -413,7 +437,12 @@ def table(
 
     def add(label: str, key: str, fmt: str, size: str) -> None:
         cells = [cell(c, key, fmt) for c in CONFIGS]
-        values = [medians.get(c, {}).get(key, float("nan")) for c in CONFIGS]
+        values = [
+            float("nan")
+            if generator_bound(medians.get(c, {}), key) is not None
+            else medians.get(c, {}).get(key, float("nan"))
+            for c in CONFIGS
+        ]
         raw = values[2]
         ratios = [
             f"{v / raw:.2f}x"
