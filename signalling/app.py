@@ -44,6 +44,7 @@ from signalling.metrics import CONTENT_TYPE, Metrics, gauge, labelled
 from signalling.migrate import migrate
 from signalling.projector import LINGER as PROJECTOR_LINGER
 from signalling.projector import Projector
+from signalling.redis_client import close as close_redis
 from signalling.redis_client import connect as connect_redis
 from signalling.redis_ports import redis_hub
 from signalling.redis_server import RedisProcess
@@ -267,7 +268,7 @@ def create_app(
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(LEAVE_TIMEOUT):  # a frozen Redis never answers
                     await bus.leave()
-            await redis.aclose()
+            await close_redis(redis)
 
     api = build_api(ctx, metrics)
     routes: list[BaseRoute] = [

@@ -9,13 +9,13 @@ once. On one Redis the blocking read is one command over every bucket, as before
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from signalling.concurrency import each_of
 from signalling.redis_client import is_cluster
 
 Entry = tuple[str, bytes, dict[bytes, bytes]]  # stream, entry id, fields
@@ -65,7 +65,7 @@ async def take(
             group, consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
         )
         return _entries(reply)
-    replies = await asyncio.gather(
+    replies = await each_of(
         *(
             redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
             for stream in streams

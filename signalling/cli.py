@@ -22,6 +22,7 @@ from signalling import uvicorn_server
 from signalling.api.errors import NotFound
 from signalling.api.keys import ApiKeys
 from signalling.app import create_app
+from signalling.redis_client import close as close_redis
 from signalling.redis_client import connect as connect_redis
 from signalling.redis_server import RedisProcess
 from signalling.settings import ConfigError, Settings
@@ -156,7 +157,7 @@ async def _keys(args: argparse.Namespace) -> int:
                     return 1
                 print(f"{record.id}\trevoked")
         finally:
-            await redis.aclose()
+            await close_redis(redis)
     return 0
 
 

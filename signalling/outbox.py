@@ -47,6 +47,7 @@ from rooms.ids import AppointmentId
 from rooms.invitations import Invitation, InvitationId, InvitationStatus, RetryPolicy
 from signalling import keys
 from signalling.channels import Channel, DeliveryError, open_channels
+from signalling.concurrency import each_of
 from signalling.settings import Settings
 
 log = logging.getLogger("vestibule.signalling.outbox")
@@ -254,7 +255,7 @@ class Delivery:
             for _, items in reply or []:
                 entries += items
         if entries:
-            await asyncio.gather(*(self.handle(entry_id, fields) for entry_id, fields in entries))
+            await each_of(*(self.handle(entry_id, fields) for entry_id, fields in entries))
         return len(entries)
 
     async def promote(self, now: float) -> int:

@@ -94,6 +94,22 @@ def _cluster(url: str) -> Redis:
     return cast(Redis, client)  # the same commands: see the module's docstring
 
 
+async def close(redis: Redis) -> None:
+    """Close every connection of ``redis`` (made by `connect`); the client is done.
+
+    On a cluster, redis-py 8.1's ``aclose`` closes only the members it still lists. The
+    client also keeps the member it first asked for the command table (its
+    ``commands_parser.node``), and after a failover that one may be a `ClusterNode` no
+    longer listed: its connections stayed open until garbage collection found them (an
+    unclosed socket). So it is closed here too (redis-py is pinned to the version this was
+    written against: tests/signalling/test_pubsub.py)."""
+    await redis.aclose()
+    if isinstance(redis, RedisCluster):
+        parser_node = getattr(redis.commands_parser, "node", None)
+        if parser_node is not None:
+            await parser_node.disconnect()
+
+
 def is_cluster(redis: Redis) -> bool:
     """Whether ``redis`` is a cluster client (made by `connect` for a cluster)."""
     return isinstance(redis, RedisCluster)

@@ -33,7 +33,6 @@ changes after webhooks are configured, its whole stream is sent (the fold starts
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -53,6 +52,7 @@ from signalling import buckets
 from signalling.api.links import clinician_room_id
 from signalling.api.schema import format_time
 from signalling.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from signalling.concurrency import each_of
 from signalling.eventlog import EMPTY, EventLog, StreamId, parse_id
 from signalling.keys import (
     HOOKS_DEAD,
@@ -232,7 +232,7 @@ class Webhooks:
             block_ms=block_ms,
         )
         rooms = {RoomId(f[b"r"].decode()) for _, _, f in entries if f and b"r" in f}
-        await asyncio.gather(*(self.deliver(room) for room in rooms))
+        await each_of(*(self.deliver(room) for room in rooms))
         await buckets.ack(self.redis, GROUP, entries)
         return len(rooms) + len(due)
 

@@ -22,13 +22,15 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from signalling.redis_server import RedisProcess
-from tests.support import WAIT_FACTOR, free_port
+from tests.support import EPHEMERAL_LOW, WAIT_FACTOR, free_port
 
 READY_TIMEOUT = 30.0 * WAIT_FACTOR
 NODE_TIMEOUT_MS = 1000  # how long the cluster takes a silent master to be failing
+BUS_OFFSET = 10000  # a member's cluster bus listens this far above its port
 
 
 class ClusterMember(RedisProcess):
@@ -43,15 +45,16 @@ class ClusterMember(RedisProcess):
         ]  # fmt: skip
 
 
-def cluster_port() -> int:
-    """A free port whose cluster bus port (10000 above it) is free too."""
+def cluster_port(taken: Collection[int] = ()) -> int:
+    """A free port whose cluster bus port (10000 above it) is free too, both under the
+    ephemeral range (`tests.support.free_port`), and not one of ``taken``."""
     for _ in range(100):
-        port = free_port()
-        if port > 55535:
+        port = free_port(below=EPHEMERAL_LOW - BUS_OFFSET)
+        if port in taken or port + BUS_OFFSET in taken:
             continue
         with socket.socket() as bus:
             try:
-                bus.bind(("127.0.0.1", port + 10000))
+                bus.bind(("127.0.0.1", port + BUS_OFFSET))
             except OSError:
                 continue
         return port
@@ -83,9 +86,12 @@ class LocalCluster:
         binary, self.cli = redis_7()
         count = masters * (1 + replicas)
         self.replicas = replicas
+        ports: list[int] = []
+        for _ in range(count):
+            ports.append(cluster_port(taken=[*ports, *(p + BUS_OFFSET for p in ports)]))
         self.members = [
-            ClusterMember(root / f"r{i}", port=cluster_port(), binary=binary, fsync="no")
-            for i in range(count)
+            ClusterMember(root / f"r{i}", port=port, binary=binary, fsync="no")
+            for i, port in enumerate(ports)
         ]
         self._stack = contextlib.ExitStack()
 

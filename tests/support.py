@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import re
 import socket
+from pathlib import Path
 
 from admission.tokens import JoinClaims, KeyRing, encode_join, new_token_id
 from rooms.ids import AppointmentId, RoomId
@@ -89,12 +91,42 @@ class Secrets:
 SECRETS = Secrets()
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_port(below: int | None = None) -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, under ``below`` (by default the
+    start of the kernel's ephemeral range).
+
+    Not one the kernel hands out (bind to port 0): those are ephemeral ports, and between
+    this check and the server's own bind, any outgoing connection on the machine (a client
+    of another test's server, the cluster bus between members) may take the same one, and
+    the server fails with "address already in use". Below the ephemeral range only another
+    listener can take it, and the bind here shows whether one has."""
+    top = min(below or EPHEMERAL_LOW, EPHEMERAL_LOW)
+    if top - PORTS_FROM < 1000:  # an unusual ephemeral range: take what the kernel gives
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            given: int = sock.getsockname()[1]
+            return given
+    for _ in range(1000):
+        port = random.randrange(PORTS_FROM, top)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port between {PORTS_FROM} and {top}")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux), or the IANA default."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
+PORTS_FROM = 10000  # under it: well-known and registered services a machine may run
+EPHEMERAL_LOW = _ephemeral_low()
 
 
 def token(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis._parsers import AsyncCommandsParser
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
@@ -52,6 +53,10 @@ def test_the_redis_py_internals_the_adapters_use_are_there() -> None:
         assert callable(getattr(ClusterNode, name, None)), f"ClusterNode.{name}"
     for name in ("pack_commands", "send_packed_command", "read_response", "disconnect"):
         assert callable(getattr(AbstractConnection, name, None)), f"Connection.{name}"
+    # signalling.redis_client.close: the command table's member, which aclose leaves open.
+    assert "self.commands_parser = " in inspect.getsource(RedisCluster.__init__)
+    assert "node" in AsyncCommandsParser.__slots__
+    assert callable(ClusterNode.disconnect)
 
 
 @pytest.fixture(params=["redis", "cluster"])
