@@ -46,6 +46,7 @@ from signalling.projector import LINGER as PROJECTOR_LINGER
 from signalling.projector import Projector
 from signalling.redis_client import close as close_redis
 from signalling.redis_client import connect as connect_redis
+from signalling.redis_ports import redis_hub
 from signalling.redis_server import RedisProcess
 from signalling.retention import Retention
 from signalling.settings import Settings
@@ -75,7 +76,7 @@ def create_app(
     redis = connect_redis(url, cluster=settings.redis_cluster)
     node_id = new_node_id()
     bus = Bus(redis, node_id, clock)
-    hub = Hub(
+    hub = redis_hub(
         redis,
         bus,
         clock,

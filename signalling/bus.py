@@ -221,12 +221,14 @@ class Bus:
                 try:
                     if len(outgoing) == 1:
                         [(node_id, batch)] = outgoing.items()
-                        await publish(self.redis, channel(node_id), _pack(batch.items))
+                        await publish(self.redis, channel(node_id), pack_batch(batch.items))
                         batch.sent.set_result(None)
                         continue
                     async with self.redis.pipeline(transaction=False) as pipe:
                         for node_id, batch in outgoing.items():
-                            queue_publish(pipe, self.redis, channel(node_id), _pack(batch.items))
+                            queue_publish(
+                                pipe, self.redis, channel(node_id), pack_batch(batch.items)
+                            )
                         results = await pipe.execute(raise_on_error=False)
                     for batch, result in zip(outgoing.values(), results, strict=True):
                         if isinstance(result, Exception):
@@ -272,7 +274,7 @@ class Bus:
                     item = await pubsub.get(1.0)
                     if item is None or item.kind != "message":
                         continue
-                    _deliver(item.data, receive)
+                    deliver_batch(item.data, receive)
             except RedisError as exc:
                 # Without this the task ended at the first Redis restart and the node
                 # silently stopped receiving offers, answers and candidates from others.
@@ -323,7 +325,8 @@ class Bus:
         await self.forget(self.node_id)
 
 
-def _pack(items: list[Any]) -> bytes:
+def pack_batch(items: list[Any]) -> bytes:
+    """A batch of messages for one node: ``[room, to, message, room, to, message, ...]``."""
     return msgpack.packb(items, use_bin_type=True)
 
 
@@ -333,7 +336,7 @@ def _fail(shared: asyncio.Future[Any], exc: BaseException) -> None:
         shared.exception()  # nobody may be waiting any more: do not log it as unretrieved
 
 
-def _deliver(data: bytes, receive: Receiver) -> None:
+def deliver_batch(data: bytes, receive: Receiver) -> None:
     """Hand each message of a batch published on this node's channel to ``receive``.
 
     Whatever one message raises, it is dropped and the others are delivered: the listener

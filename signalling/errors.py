@@ -19,12 +19,15 @@
 
 Errors of the core (`rooms.RoomError`, `admission.errors.AdmissionError`) reach the client
 the same way: code, message, details. Nothing else does: an unexpected exception is logged
-and the client sees only ``internal_error``.
+and the client sees only ``internal_error``, and logs name it with `failure`: its class and
+where it was raised, never its message.
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping
+from pathlib import Path
 from typing import ClassVar
 
 
@@ -88,3 +91,14 @@ class Unavailable(SignallingError):
 
 class LinkRevoked(SignallingError):
     code = "link_revoked"
+
+
+def failure(exc: BaseException) -> str:
+    """``exc`` described without its message: its class and the innermost place it was
+    raised (``KeyError at hub.py:312 in receive``). Exception messages may quote the data
+    being handled (a name, a token), so logs name the kind and the place only."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    last = frames[-1]
+    return f"{type(exc).__name__} at {Path(last.filename).name}:{last.lineno} in {last.name}"

@@ -8,7 +8,8 @@ touches only those, so it runs on the room's shard of a Redis Cluster (tested on
 one: tests/signalling/test_on_cluster.py, tests/e2e/test_cluster.py).
 
 The same script publishes what it appended on the room's channel, ``vst:{<room>}:feed``:
-a msgpack array ``[previous last id, [ids...], [events...], [participant, name, ...]]``. A
+a msgpack array ``[previous last id, [ids...], [events...], [participant, name, ...]]``
+(`signalling.records`, which also holds the stream ids and the events' encoding). A
 node that serves the room subscribes to it and folds the events straight from the message
 when the previous id is the last one it has folded (otherwise it reads the stream). Redis
 sends the message, like the append's reply, only once the append is written (fsynced with
@@ -31,7 +32,6 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import msgpack
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
@@ -39,10 +39,16 @@ from rooms.events import Event
 from rooms.ids import ParticipantId, RoomId
 from signalling.keys import events_key, feed_channel, names_key, where_key
 from signalling.pubsub import publish_command
+from signalling.records import EMPTY as EMPTY
+from signalling.records import Conflict as Conflict
+from signalling.records import Feed as Feed
+from signalling.records import StreamId as StreamId
+from signalling.records import decode as decode
+from signalling.records import encode as encode
+from signalling.records import parse_feed as parse_feed
+from signalling.records import parse_id as parse_id
 from signalling.redis_client import is_cluster, on_one_connection
 
-StreamId = str
-EMPTY: StreamId = "0-0"
 PAGE = 1000
 
 # KEYS: the stream, the names, the routing entries. ARGV: the expected last id, the feed
@@ -88,47 +94,6 @@ return out
 
 # The change note of an append: the command that records it (XADD ...), and its key.
 Note = Callable[[RoomId], tuple[str, tuple[object, ...]]]
-
-
-Feed = tuple[StreamId, list[StreamId], list[bytes], dict[ParticipantId, str]]
-
-
-def parse_feed(data: bytes) -> Feed:
-    """A feed message: the stream's last id before the append, the appended events' ids,
-    the events (undecoded), and the names the append recorded."""
-    previous, ids, events, names = msgpack.unpackb(data, raw=True)
-    pairs = iter(names)
-    return (
-        previous.decode(),
-        [i.decode() for i in ids],
-        list(events),
-        {
-            ParticipantId(pid.decode()): name.decode()
-            for pid, name in zip(pairs, pairs, strict=True)
-        },
-    )
-
-
-def parse_id(stream_id: StreamId) -> tuple[int, int]:
-    """A stream id as a tuple that orders like the stream."""
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def encode(event: Event) -> bytes:
-    return msgpack.packb(event.to_record(), use_bin_type=True)
-
-
-def decode(payload: bytes) -> Event:
-    return Event.from_record(msgpack.unpackb(payload, raw=False))
-
-
-class Conflict(Exception):
-    """The stream moved on since the caller's fold: catch up and decide again."""
-
-    def __init__(self, last_id: StreamId) -> None:
-        super().__init__(f"stream has moved on to {last_id}")
-        self.last_id = last_id
 
 
 class NotReplicated(RedisError):

@@ -97,12 +97,12 @@ def _cluster(url: str) -> Redis:
 async def close(redis: Redis) -> None:
     """Close every connection of ``redis`` (made by `connect`); the client is done.
 
-    On a cluster, redis-py 8.1's ``aclose`` closes only the members it still lists. The
+    On a cluster, redis-py 8.1's ``aclose`` disconnects the members it lists now. The
     client also keeps the member it first asked for the command table (its
-    ``commands_parser.node``), and after a failover that one may be a `ClusterNode` no
-    longer listed: its connections stayed open until garbage collection found them (an
-    unclosed socket). So it is closed here too (redis-py is pinned to the version this was
-    written against: tests/signalling/test_pubsub.py)."""
+    ``commands_parser.node``); that one is disconnected too, in case a failover has
+    dropped it from the list (redis-py is pinned to the version this was written against:
+    tests/signalling/test_pubsub.py). The sockets a failover did leave open came from
+    blocking reads that outlived their loop: `signalling.concurrency`."""
     await redis.aclose()
     if isinstance(redis, RedisCluster):
         parser_node = getattr(redis.commands_parser, "node", None)

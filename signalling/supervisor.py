@@ -29,9 +29,10 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from redis.exceptions import RedisError
+
+from signalling.errors import failure as failure
 
 log = logging.getLogger("vestibule.signalling.supervisor")
 
@@ -45,17 +46,6 @@ class LoopState(enum.Enum):
     DOWN = "down"
     FAILING = "failing"
     UP = "up"
-
-
-def failure(exc: BaseException) -> str:
-    """``exc`` described without its message: its class and the innermost place it was
-    raised (``KeyError at hub.py:312 in receive``). Exception messages may quote the data
-    being handled (a name, a token), so logs name the kind and the place only."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return type(exc).__name__
-    last = frames[-1]
-    return f"{type(exc).__name__} at {Path(last.filename).name}:{last.lineno} in {last.name}"
 
 
 def frames(exc: BaseException) -> str:

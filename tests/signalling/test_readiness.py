@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from rooms.roles import Role
-from signalling.hub import Hub
+from signalling.follower import Follower
 from signalling.supervisor import LoopState, Supervisor
 from tests.signalling.conftest import Node, Serve, eventually
 
@@ -74,17 +74,17 @@ async def test_a_feed_loop_that_dies_is_restarted_counted_and_serves_again(
 ) -> None:
     node = await serve()
     host = await node.connect(room="r1", token=node.token("r1", Role.HOST, subject="dr"))
-    resync_all = Hub._resync_all
+    resync_all = Follower._resync_all
     crashed = False
 
-    def crash_once(self: Hub) -> None:
+    def crash_once(self: Follower) -> None:
         nonlocal crashed
         if not crashed:
             crashed = True
             raise RuntimeError("a bug in the feed loop")
         resync_all(self)
 
-    monkeypatch.setattr(Hub, "_resync_all", crash_once)
+    monkeypatch.setattr(Follower, "_resync_all", crash_once)
     # Whether redis-py reconnects the feed by itself or the loop subscribes anew, the feed
     # loop then reads every room again (`_resync_all`): that is where it meets the bug.
     await node.redis.client_kill_filter(_type="pubsub")

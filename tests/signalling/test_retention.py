@@ -21,7 +21,6 @@ from rooms.roles import Role
 from rooms.room import Room
 from signalling.bus import Bus
 from signalling.eventlog import EMPTY, EventLog
-from signalling.hub import Hub
 from signalling.keys import audit_key, events_key, names_key, outcomes_key, retention_of, where_key
 from signalling.projector import (
     Projector,
@@ -29,6 +28,7 @@ from signalling.projector import (
     read_projection,
     read_snapshot,
 )
+from signalling.redis_ports import redis_hub
 from signalling.retention import Retention
 from tests.rooms.support import WAIT
 from tests.signalling.conftest import FakeClock, Serve
@@ -122,7 +122,7 @@ async def test_a_trimmed_room_loads_from_its_snapshot(redis: Redis) -> None:
     snapshot = await read_snapshot(redis, R)
     assert snapshot is not None
     assert snapshot[1] == last
-    hub = Hub(redis, Bus(redis, "n2", clock), clock)
+    hub = redis_hub(redis, Bus(redis, "n2", clock), clock)
     loaded = await hub.room(R)
     assert loaded.snapshot() == room.snapshot()
 

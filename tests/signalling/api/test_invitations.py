@@ -36,8 +36,8 @@ from signalling.api.keys import ApiKeys
 from signalling.api.links import LinkKind, Links
 from signalling.app import create_app
 from signalling.bus import Bus
-from signalling.hub import Hub
 from signalling.outbox import GROUP, OUTBOX, Outbox, ensure_group
+from signalling.redis_ports import redis_hub
 from signalling.redis_server import RedisProcess
 from tests.signalling.conftest import EPOCH, FakeClock, Node, Serve, build_settings
 from tests.smtp import SmtpServer
@@ -170,7 +170,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 def offline_context(redis: Redis, data_dir: Path, clock: FakeClock) -> ApiContext:
     """What the API modules need, without a running node (to prepare data for one)."""
     return ApiContext(
-        redis, build_settings(data_dir), clock, Hub(redis, Bus(redis, "t", clock), clock)
+        redis, build_settings(data_dir), clock, redis_hub(redis, Bus(redis, "t", clock), clock)
     )
 
 
