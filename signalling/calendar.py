@@ -46,7 +46,7 @@ from rooms.appointments import Actor
 from rooms.booking import BookingEvent, BookingEventKind, Span, SpanKind
 from rooms.ids import AppointmentId
 from rooms.slots import Busy
-from signalling.keys import calendar_tag, repairs_key
+from signalling.keys import busy_key, calendar_events_key, repairs_key, spans_key
 
 BUCKETS = 16
 PRUNE_AFTER = 7 * 86400.0  # spans kept this long after they end (history for repairs)
@@ -167,21 +167,6 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 for _, ticket in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], ticket) end
 return due
 """
-
-
-tag = calendar_tag
-
-
-def busy_key(clinician: str) -> str:
-    return f"{tag(clinician)}:busy"
-
-
-def spans_key(clinician: str) -> str:
-    return f"{tag(clinician)}:spans"
-
-
-def events_key(clinician: str) -> str:
-    return f"{tag(clinician)}:events"
 
 
 bucket_key = repairs_key
@@ -328,7 +313,7 @@ class Calendar:
     async def events(self, clinician: str, appointment: str, since: float) -> list[BookingEvent]:
         """The booking events of ``appointment`` (made at ``since``), oldest first."""
         first = max(0, int((since - EVENT_LOOKBACK) * 1000))
-        entries: Any = await self.redis.xrange(events_key(clinician), min=f"{first}-0")
+        entries: Any = await self.redis.xrange(calendar_events_key(clinician), min=f"{first}-0")
         out = []
         for _, fields in entries:
             event = BookingEvent.from_record(msgpack.unpackb(fields[b"e"], raw=False))
@@ -359,7 +344,7 @@ class Calendar:
     # -- helpers --------------------------------------------------------------------------
 
     def _keys(self, clinician: str) -> list[str]:
-        return [busy_key(clinician), spans_key(clinician), events_key(clinician)]
+        return [busy_key(clinician), spans_key(clinician), calendar_events_key(clinician)]
 
     async def _remove(
         self, clinician: str, appointment: AppointmentId, mode: str, now: float, event: bytes

@@ -153,11 +153,36 @@ def hooks_due_of(room_id: RoomId | str) -> str:
 
 HOOKS_DEAD = "vst:hooks:dead"  # events set aside after every attempt (stream)
 
-# -- calendars (rule 2; `signalling.calendar` builds the rest under this tag) ---------------
+# -- calendars (rule 2) ---------------------------------------------------------------------
 
 
 def calendar_tag(clinician: str) -> str:
     return f"vst:{{cal:{clinician}}}"
+
+
+def busy_key(clinician: str) -> str:
+    """Appointment ids by the end of the time each blocks (sorted set: `signalling.calendar`)."""
+    return f"{calendar_tag(clinician)}:busy"
+
+
+def spans_key(clinician: str) -> str:
+    """Appointment id -> the span it holds (hash: `signalling.calendar`)."""
+    return f"{calendar_tag(clinician)}:spans"
+
+
+def calendar_events_key(clinician: str) -> str:
+    """The clinician's booking events (stream: `signalling.calendar`)."""
+    return f"{calendar_tag(clinician)}:events"
+
+
+def availability_key(clinician: str) -> str:
+    """The clinician's availability windows (hash: `signalling.api.availability_store`)."""
+    return f"{calendar_tag(clinician)}:windows"
+
+
+def days_off_key(clinician: str) -> str:
+    """The clinician's days off (hash: `signalling.api.availability_store`)."""
+    return f"{calendar_tag(clinician)}:days_off"
 
 
 def repairs_key(bucket_no: int) -> str:

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from rooms.availability import DayOff, ExceptionId, Weekday, Window, WindowId
 from signalling.api.errors import NotFound, ServiceUnavailable
-from signalling.calendar import tag
+from signalling.keys import availability_key, days_off_key
 
 ATTEMPTS = 20
 
@@ -35,14 +35,6 @@ _DAY_OFF_FIELDS = tuple(f.name for f in fields(DayOff))
 _DATES = ("valid_from", "valid_until", "date")
 
 
-def windows_key(clinician: str) -> str:
-    return f"{tag(clinician)}:windows"
-
-
-def days_off_key(clinician: str) -> str:
-    return f"{tag(clinician)}:days_off"
-
-
 class AvailabilityStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -50,7 +42,7 @@ class AvailabilityStore:
 
     async def windows(self, clinician: str) -> list[Window]:
         """The clinician's windows (removed ones too), oldest first."""
-        raw: Any = await self.redis.hvals(windows_key(clinician))
+        raw: Any = await self.redis.hvals(availability_key(clinician))
         return sorted((_window(r) for r in raw), key=lambda w: (w.created_at, w.id))
 
     async def days_off(self, clinician: str) -> list[DayOff]:
@@ -59,10 +51,10 @@ class AvailabilityStore:
         return sorted((_day_off(r) for r in raw), key=lambda d: (d.date, d.created_at, d.id))
 
     async def window(self, clinician: str, window_id: str) -> Window:
-        return _window(await self._get(windows_key(clinician), window_id, "window"))
+        return _window(await self._get(availability_key(clinician), window_id, "window"))
 
     async def add_window(self, window: Window) -> None:
-        await self._add(windows_key(window.clinician_id), window.id, _pack(window))
+        await self._add(availability_key(window.clinician_id), window.id, _pack(window))
 
     async def add_day_off(self, day: DayOff) -> None:
         await self._add(days_off_key(day.clinician_id), day.id, _pack(day))
@@ -72,7 +64,7 @@ class AvailabilityStore:
     ) -> Window:
         """Load, ``decide`` (which may raise to change nothing), save; again if the record
         changed meanwhile. Returns the new window."""
-        key = windows_key(clinician)
+        key = availability_key(clinician)
         for _ in range(ATTEMPTS):
             raw = await self._get(key, window_id, "window")
             new = decide(_window(raw))

@@ -21,7 +21,7 @@ import httpx
 from redis.asyncio import Redis
 
 from signalling.api.keys import ApiKeys
-from signalling.calendar import spans_key
+from signalling.keys import spans_key
 from tests.e2e.conftest import Nodes, ServerProcess
 from tests.support import WAIT_FACTOR
 

@@ -19,10 +19,8 @@ from signalling.calendar import (
     Calendar,
     Outcome,
     bucket_of,
-    busy_key,
-    events_key,
-    spans_key,
 )
+from signalling.keys import busy_key, calendar_events_key, spans_key
 from signalling.redis_client import connect
 from signalling.redis_server import RedisProcess
 
@@ -169,7 +167,7 @@ async def test_spans_long_over_are_pruned_by_later_writes(calendar: Calendar, re
 
 
 async def test_every_key_of_a_calendar_shares_one_hash_tag() -> None:
-    for key in (busy_key(C), spans_key(C), events_key(C)):
+    for key in (busy_key(C), spans_key(C), calendar_events_key(C)):
         assert key.startswith("vst:{cal:cli_1}:")
 
 

@@ -15,7 +15,8 @@ from redis.asyncio.cluster import RedisCluster
 from rooms.appointments import Actor
 from rooms.ids import AppointmentId
 from rooms.slots import Busy
-from signalling.calendar import Calendar, Outcome, bucket_key, bucket_of, busy_key
+from signalling.calendar import Calendar, Outcome, bucket_key, bucket_of
+from signalling.keys import busy_key
 from tests.cluster import LocalCluster
 
 CLINICIANS = ("cli_1", "cli_2", "cli_3", "dr lee", "x}y", "clinic/7")
