@@ -238,7 +238,11 @@ class Target:
                     max_queue=None,
                     ping_interval=None,  # browsers send no ping frames; the servers do
                 )
-            except CONNECT_ERRORS:
+            except (*CONNECT_ERRORS, AssertionError):
+                # websockets 17.4's client fails an internal assertion (send_context:
+                # ``close_deadline is None``) when the server closes the socket during the
+                # opening handshake, as a node over its cap of unauthenticated sockets
+                # does: for the generator that is a refused connect like any other.
                 if not retry_connect or attempt == RETRIES:
                     raise
                 self.retries["connect"] += 1

@@ -27,6 +27,7 @@ RELAY = (
 IDLE = ("hello_rate", "rss_per_conn_kib", "hello_gen_cpu_pct", "pongs")
 # The connect storm and the steps up to --idle connections: one node and the raw relay.
 STORM = ("storm_all_welcomed_s", "fill_rate", "pongs_missing")
+FIRST_JOINS = "admit_all.join_cpu_first_ms"
 VESTIBULE_ONLY = (
     "knock.knock_p50_ms",
     "knock.knock_p99_ms",
@@ -67,9 +68,14 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
             wanted += VESTIBULE_ONLY
         for key in wanted:
             value = medians[config].get(key)
+            if key == "admit_all.join_cpu_growth" and medians[config].get(FIRST_JOINS) == 0:
+                # /proc counts CPU in ticks of 10 ms: the quick run's few joins can take
+                # less than one, and then there is no ratio to give (the full run's 100
+                # joins a chunk take hundreds of ms).
+                continue
             if value is None or not math.isfinite(value):
                 missing.append(f"{config} {key}")
-    assert missing == [], done.stdout[-4000:]  # the table and the phases' errors say why
+    assert missing == [], (missing, done.stdout[-4000:])  # the table and errors say why
     for config in ("vestibule1", "raw"):
         assert medians[config]["idle.pongs_missing"] == 0  # every idle client got its pong
     assert all(run["timeouts"] == [] for runs in results["runs"].values() for run in runs)
