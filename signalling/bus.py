@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 from rooms.ids import ParticipantId, RoomId
 from signalling.keys import NODES, node_channel, node_rooms_key, reaper_key, where_key
 from signalling.pubsub import publish, queue_publish, subscriber
+from signalling.records import parse_route, route
 from signalling.supervisor import Health, failure
 from signalling.wire import Message
 
@@ -109,7 +110,7 @@ class Bus:
     async def register(self, room_id: RoomId, pid: ParticipantId, connection: str) -> None:
         """Route messages for ``pid`` in ``room_id`` to this node's ``connection``."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(where_key(room_id), pid, f"{self.node_id} {connection}")
+            pipe.hset(where_key(room_id), pid, route(self.node_id, connection))
             pipe.sadd(rooms_key(self.node_id), room_id)
             await pipe.execute()
 
@@ -126,7 +127,7 @@ class Bus:
     ) -> None:
         """Stop routing to ``connection`` on ``node_id`` (this node by default), unless a
         newer connection has taken the participant over since."""
-        value = f"{node_id or self.node_id} {connection}"
+        value = route(node_id or self.node_id, connection)
         await self._unregister(keys=[where_key(room_id)], args=[pid, value])
 
     async def locate(
@@ -187,7 +188,7 @@ class Bus:
                         self._routes.pop(key, None)
                         found.set_result(None)
                     else:
-                        node, _, held = where.decode().partition(" ")
+                        node, held = parse_route(where.decode())
                         self._routes[key] = (held, node)
                         found.set_result(node)
         finally:
@@ -306,7 +307,7 @@ class Bus:
             where: Any = await self.redis.hgetall(where_key(room_id))
             held = []
             for pid, value in where.items():
-                node, _, connection = value.decode().partition(" ")
+                node, connection = parse_route(value.decode())
                 if node == node_id:
                     held.append((ParticipantId(pid.decode()), connection))
             if held:

@@ -32,7 +32,17 @@ from signalling.hub import Hub
 from signalling.keys import feed_channel, node_channel
 from signalling.ports import Faults, Receiver
 from signalling.pubsub import Item
-from signalling.records import EMPTY, Conflict, StreamId, decode, encode, pack_feed, parse_id
+from signalling.records import (
+    EMPTY,
+    Conflict,
+    StreamId,
+    decode,
+    encode,
+    pack_feed,
+    parse_id,
+    parse_route,
+    route,
+)
 from signalling.wire import Message
 
 CLAIM_TTL = 60.0  # seconds a dead node's clean-up stays claimed (the Redis key's expiry)
@@ -126,7 +136,7 @@ class MemoryRoomLog:
         for pid, connection in gone:
             kept.pop(pid, None)
             held = where.get(pid)
-            if held is not None and connection and held.endswith(" " + connection):
+            if held is not None and connection and parse_route(held)[1] == connection:
                 del where[pid]
         world.publish(feed_channel(room_id), pack_feed(expected, ids, encoded, names or {}))
         return ids
@@ -236,7 +246,7 @@ class MemoryBus:
 
     async def register(self, room_id: RoomId, pid: ParticipantId, connection: str) -> None:
         self.world.check()
-        self.world.where.setdefault(room_id, {})[pid] = f"{self.node_id} {connection}"
+        self.world.where.setdefault(room_id, {})[pid] = route(self.node_id, connection)
         self.world.node_rooms.setdefault(self.node_id, set()).add(room_id)
 
     async def unregister(
@@ -244,7 +254,7 @@ class MemoryBus:
     ) -> None:
         self.world.check()
         where = self.world.where.get(room_id, {})
-        if where.get(pid) == f"{node_id or self.node_id} {connection}":
+        if where.get(pid) == route(node_id or self.node_id, connection):
             del where[pid]
 
     async def locate(
@@ -252,7 +262,7 @@ class MemoryBus:
     ) -> str | None:
         self.world.check()
         held = self.world.where.get(room_id, {}).get(pid)
-        return None if held is None else held.partition(" ")[0]
+        return None if held is None else parse_route(held)[0]
 
     def send(
         self, node_id: str, room_id: RoomId, to: ParticipantId, message: Message
@@ -308,7 +318,7 @@ class MemoryBus:
         for room_id in self.world.node_rooms.get(node_id, set()):
             held = []
             for pid, value in self.world.where.get(room_id, {}).items():
-                node, _, connection = value.partition(" ")
+                node, connection = parse_route(value)
                 if node == node_id:
                     held.append((pid, connection))
             if held:
@@ -326,7 +336,10 @@ class MemoryBus:
 
 def memory_hub(world: World, node_id: str) -> Hub:
     """A hub on ``world``, as node ``node_id``, on the world's clock."""
-    log = MemoryRoomLog(world)
     return Hub(
-        log, MemoryFeeds(world), MemoryBus(world, node_id), world.clock, faults=MEMORY_FAULTS
+        MemoryRoomLog(world),
+        MemoryFeeds(world),
+        MemoryBus(world, node_id),
+        world.clock,
+        faults=MEMORY_FAULTS,
     )

@@ -58,6 +58,18 @@ def parse_id(stream_id: StreamId) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def route(node_id: str, connection: str) -> str:
+    """A participant's routing entry (its field of ``vst:{<room>}:where``): the node and
+    the connection that serve it, as the append and unregister scripts compare it."""
+    return f"{node_id} {connection}"
+
+
+def parse_route(entry: str) -> tuple[str, str]:
+    """The node and the connection of a routing entry (`route`)."""
+    node_id, _, connection = entry.partition(" ")
+    return node_id, connection
+
+
 def encode(event: Event) -> bytes:
     return msgpack.packb(event.to_record(), use_bin_type=True)
 
