@@ -19,6 +19,15 @@ happen before that lives here, in subclasses of uvicorn's protocol classes:
 - **No query strings in logs**: uvicorn's access lines and its ``"WebSocket /path"`` lines
   print the query string; `QueryFilter` cuts it off (join tokens never belong in a URL, but
   a client may put one there anyway).
+- **No line per connection at info**: uvicorn logs every accepted WebSocket with the
+  client's address, and websockets its ``connection open`` and ``connection closed``, at
+  INFO: three lines per join, most of the logging cost of a hello and the client's IP in
+  the log for each. `QueryFilter` turns them into DEBUG records (kept only at
+  ``VESTIBULE_LOG_LEVEL=debug``).
+- **Less memory per socket** (docs/PERFORMANCE.md, memory): the ASGI receive events wait in
+  a `ReceiveQueue` (a list and at most one waiter) instead of an `asyncio.Queue` (three
+  deques, ~2.3 KiB), and the handshake's request and response (their headers, ~3 KiB) are
+  let go once the upgrade is answered; uvicorn needs neither after it.
 - **No traceback for a client's invalid UTF-8**: uvicorn logs one at ERROR for a text frame
   that is not UTF-8. The 1007 close is right; the record becomes one INFO line.
 - **No ERROR for a refusal before the upgrade**: after an ASGI denial response uvicorn
@@ -31,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -51,6 +60,10 @@ REFUSAL = (
     b"\r\n" + _REFUSAL_BODY
 )
 INVALID_UTF8 = "Invalid UTF-8 sequence received from client."  # uvicorn's message
+# The lines uvicorn (accepted) and websockets (open, closed) log for every connection.
+PER_CONNECTION = frozenset(
+    {'%s - "WebSocket %s" [accepted]', "connection open", "connection closed"}
+)
 LOGGERS = ("uvicorn.access", "uvicorn.error")
 
 
@@ -134,14 +147,67 @@ class _GatedHttp(HttpToolsProtocol):
             self.gate.leave(self.client)
 
 
+T = TypeVar("T")
+
+
+class ReceiveQueue(Generic[T]):
+    """The part of `asyncio.Queue` that uvicorn's protocol uses for the ASGI receive events
+    (`put_nowait`, `get`, `empty`), for one reader at a time: the application's `receive`.
+
+    An `asyncio.Queue` per socket is three deques of 64 slots (~2.3 KiB) and looks its
+    loop up on every wait; this is a list, emptied as it is read, and one future while the
+    reader waits."""
+
+    __slots__ = ("_head", "_items", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: list[T | None] = []
+        self._head = 0  # the next item to read
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: T) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return self._head == len(self._items)
+
+    def qsize(self) -> int:
+        return len(self._items) - self._head
+
+    async def get(self) -> T:
+        while self._head == len(self._items):
+            if self._waiter is not None:
+                raise RuntimeError("ReceiveQueue has one reader at a time")
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        items, head = self._items, self._head
+        item = items[head]
+        if head + 1 == len(items):
+            items.clear()
+            self._head = 0
+        else:
+            items[head] = None  # let it go now, not when the list is next emptied
+            self._head = head + 1
+        return item  # type: ignore[return-value]  # items[:head] are None, the rest T
+
+
 class _GatedWebSockets(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol: silent frames, and the gate left on close."""
+    """uvicorn's websockets-sansio protocol: silent frames, the gate left on close, and less
+    kept per socket."""
 
     gate: ClassVar[Gate]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn.debug = False  # websockets would log the start of every frame at debug
+        self.queue = ReceiveQueue(self.loop)  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
@@ -151,7 +217,13 @@ class _GatedWebSockets(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         await super().send(message)
-        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # The upgrade is answered: uvicorn reads its request and response no more
+            # (the scope has a copy of the request's headers). websockets' parser keeps
+            # the request alive in its generator's frame, so its headers are emptied.
+            self.request.headers.clear()
+            self.request = self.response = None  # type: ignore[assignment]
+        elif message["type"] == "websocket.http.response.body" and not message.get("more_body"):
             # A refusal with an HTTP response (the ASGI denial response: /ws with a query)
             # ends the handshake; uvicorn 0.54 does not note it, and then logs an ERROR
             # ("ASGI callable returned without completing handshake") for every refusal.
@@ -159,10 +231,18 @@ class _GatedWebSockets(WebSocketsSansIOProtocol):
 
 
 class QueryFilter(logging.Filter):
-    """Cuts the query string off the paths in uvicorn's log lines, and turns uvicorn's
-    traceback for a client's invalid UTF-8 into one INFO line."""
+    """Cuts the query string off the paths in uvicorn's log lines, turns uvicorn's
+    traceback for a client's invalid UTF-8 into one INFO line, and the lines logged for
+    every connection into DEBUG ones."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            isinstance(record.msg, str)
+            and record.msg in PER_CONNECTION
+            and record.levelno == logging.INFO
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         if isinstance(record.args, tuple):
             record.args = tuple(_path_only(arg) for arg in record.args)
         if record.msg == INVALID_UTF8 and record.exc_info:

@@ -13,13 +13,17 @@ import contextlib
 import inspect
 import json
 import logging
+import re
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+import websockets.protocol
+import websockets.server
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets import websockets_sansio_impl
@@ -29,7 +33,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from rooms.roles import Role
 from signalling.gate import Gate
-from signalling.uvicorn_server import INVALID_UTF8, QueryFilter
+from signalling.uvicorn_server import INVALID_UTF8, QueryFilter, ReceiveQueue
 from tests.signalling.conftest import Node, Serve, eventually
 from tests.support import WAIT_FACTOR
 
@@ -70,6 +74,12 @@ def test_the_uvicorn_internals_the_adapter_overrides_are_there() -> None:
     # The log lines QueryFilter rewrites.
     assert f'self.logger.exception("{INVALID_UTF8}")' in inspect.getsource(websockets_sansio_impl)
     assert '"WebSocket %s"' in inspect.getsource(websockets_sansio_impl)
+    # The lines logged for every connection, which QueryFilter turns into DEBUG ones.
+    assert "'%s - \"WebSocket %s\" [accepted]'" in inspect.getsource(websockets_sansio_impl)
+    assert 'logger=logging.getLogger("uvicorn.error")' in ws  # websockets logs on it
+    sansio = inspect.getsource(websockets.server) + inspect.getsource(websockets.protocol)
+    for line in ("connection open", "connection closed"):
+        assert f'self.logger.info("{line}")' in sansio, line
     assert "get_path_with_query_string(self.scope)" in inspect.getsource(httptools_impl)
 
 
@@ -95,6 +105,106 @@ def test_the_query_filter_cuts_queries_and_the_utf8_traceback() -> None:
         )
     assert QueryFilter().filter(utf8)
     assert (utf8.levelno, utf8.exc_info) == (logging.INFO, None)
+
+
+@pytest.mark.parametrize(
+    ("msg", "args"),
+    [
+        ('%s - "WebSocket %s" [accepted]', ("1.2.3.4:5", "/ws")),
+        ("connection open", ()),
+        ("connection closed", ()),
+    ],
+)
+def test_the_lines_for_every_connection_are_debug_lines(msg: str, args: tuple[str, ...]) -> None:
+    logger = logging.getLogger("uvicorn.error")
+    before = logger.level
+    try:
+        for level, kept in ((logging.INFO, False), (logging.DEBUG, True)):
+            logger.setLevel(level)
+            line = logging.LogRecord("uvicorn.error", logging.INFO, "x", 1, msg, args, None)
+            assert QueryFilter().filter(line) is kept
+            assert line.levelno == logging.DEBUG
+    finally:
+        logger.setLevel(before)
+    refused = logging.LogRecord(
+        "uvicorn.error",
+        logging.INFO,
+        "x",
+        1,
+        '%s - "WebSocket %s" %d',
+        ("1.2.3.4:5", "/ws", 503),
+        None,
+    )
+    assert QueryFilter().filter(refused)
+    assert refused.levelno == logging.INFO
+
+
+def test_what_uvicorn_does_with_the_queue_and_the_handshake_is_what_the_adapter_replaces() -> None:
+    source = inspect.getsource(WebSocketsSansIOProtocol)
+    # The receive queue: only these, so a ReceiveQueue can stand in for the asyncio.Queue.
+    used = set(re.findall(r"self\.queue\.(\w+)", source))
+    assert used == {"put_nowait", "get", "empty"}, used
+    assert "self.queue: asyncio.Queue[ASGIReceiveEvent] = asyncio.Queue()" in source
+    # The handshake's request and response, let go after the accept: read nowhere else
+    # than in handle_connect and in the accept branch of send.
+    for name in ("request", "response"):
+        for method in ("handle_connect", "send"):
+            source = source.replace(
+                inspect.getsource(getattr(WebSocketsSansIOProtocol, method)), ""
+            )
+        assert f"self.{name}" not in source, name
+    # websockets' parser holds the request in its frame for the socket's life: the adapter
+    # empties its headers rather than only dropping uvicorn's reference.
+    assert "request = yield from Request.parse(" in inspect.getsource(websockets.server)
+
+
+async def test_the_receive_queue_hands_items_over_in_order_to_its_one_reader() -> None:
+    queue: ReceiveQueue[int] = ReceiveQueue(asyncio.get_running_loop())
+    assert queue.empty()
+    reader = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)  # the reader waits
+    with pytest.raises(RuntimeError, match="one reader"):
+        await queue.get()
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    assert await reader == 1
+    assert (queue.qsize(), queue.empty()) == (1, False)
+    queue.put_nowait(3)
+    assert [await queue.get(), await queue.get()] == [2, 3]
+    assert queue.empty()
+    # A reader cancelled while it waits takes nothing, and the next one gets the item.
+    cancelled = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    queue.put_nowait(4)
+    assert await queue.get() == 4
+    assert queue.empty()
+
+
+async def test_an_accepted_socket_keeps_no_handshake_request_or_response(serve: Serve) -> None:
+    node = await serve()
+    protocols: list[WebSocketsSansIOProtocol] = []
+    original = WebSocketsSansIOProtocol.connection_made
+
+    def record(self: WebSocketsSansIOProtocol, transport: asyncio.BaseTransport) -> None:
+        protocols.append(self)
+        original(self, transport)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(WebSocketsSansIOProtocol, "connection_made", record)
+        async with connect(f"ws://127.0.0.1:{node.port}/ws") as ws:
+            await ws.send(json.dumps({"type": "ping"}))
+            await asyncio.wait_for(ws.recv(), T)  # the node answers: the socket is in use
+            [protocol] = protocols
+            assert isinstance(protocol.queue, ReceiveQueue)
+            kept: tuple[object, object] = (protocol.request, protocol.response)
+            assert kept == (None, None)
+            assert protocol.scope["headers"] != []  # the application's copy stays
+            parser: Any = protocol.conn.parser  # websockets' parser, a generator
+            held = parser.gi_frame.f_locals["request"]
+            assert len(held.headers) == 0
 
 
 # --- helpers -----------------------------------------------------------------------------------
