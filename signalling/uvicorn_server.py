@@ -26,8 +26,10 @@ happen before that lives here, in subclasses of uvicorn's protocol classes:
   ``VESTIBULE_LOG_LEVEL=debug``).
 - **Less memory per socket** (docs/PERFORMANCE.md, memory): the ASGI receive events wait in
   a `ReceiveQueue` (a list and at most one waiter) instead of an `asyncio.Queue` (three
-  deques, ~2.3 KiB), and the handshake's request and response (their headers, ~3 KiB) are
-  let go once the upgrade is answered; uvicorn needs neither after it.
+  deques, ~2.3 KiB), ``writable`` is a `WriteGate` instead of an `asyncio.Event` (a deque,
+  0.75 KiB), and the handshake's request, response and the scope's headers (~4 KiB) are
+  let go once the upgrade is answered: neither uvicorn nor the WebSocket endpoint reads
+  them after it.
 - **No traceback for a client's invalid UTF-8**: uvicorn logs one at ERROR for a text frame
   that is not UTF-8. The 1007 close is right; the record becomes one INFO line.
 - **No ERROR for a refusal before the upgrade**: after an ASGI denial response uvicorn
@@ -198,6 +200,47 @@ class ReceiveQueue(Generic[T]):
         return item  # type: ignore[return-value]  # items[:head] are None, the rest T
 
 
+class WriteGate:
+    """The part of `asyncio.Event` that uvicorn's protocol uses for ``writable`` (`set`,
+    `clear`, `wait`; `signalling.client_socket` asks `is_set`), with no 64-slot deque of
+    waiters kept per socket: the list of waiters exists only while one waits (the
+    transport's buffer is full)."""
+
+    __slots__ = ("_loop", "_set", "_waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._set = True
+        self._waiters: list[asyncio.Future[bool]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            waiters, self._waiters = self._waiters, None
+            for waiter in waiters or ():
+                if not waiter.done():
+                    waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
 class _GatedWebSockets(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol: silent frames, the gate left on close, and less
     kept per socket."""
@@ -208,6 +251,7 @@ class _GatedWebSockets(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.conn.debug = False  # websockets would log the start of every frame at debug
         self.queue = ReceiveQueue(self.loop)  # type: ignore[assignment]
+        self.writable = WriteGate(self.loop)  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
@@ -223,6 +267,9 @@ class _GatedWebSockets(WebSocketsSansIOProtocol):
             # the request alive in its generator's frame, so its headers are emptied.
             self.request.headers.clear()
             self.request = self.response = None  # type: ignore[assignment]
+            # Nor does the endpoint read the headers once it has accepted (uvicorn's
+            # proxy-headers middleware read them before): ~1 KiB of tuples per socket.
+            self.scope["headers"] = []
         elif message["type"] == "websocket.http.response.body" and not message.get("more_body"):
             # A refusal with an HTTP response (the ASGI denial response: /ws with a query)
             # ends the handshake; uvicorn 0.54 does not note it, and then logs an ERROR

@@ -33,7 +33,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from rooms.roles import Role
 from signalling.gate import Gate
-from signalling.uvicorn_server import INVALID_UTF8, QueryFilter, ReceiveQueue
+from signalling.uvicorn_server import INVALID_UTF8, QueryFilter, ReceiveQueue, WriteGate
 from tests.signalling.conftest import Node, Serve, eventually
 from tests.support import WAIT_FACTOR
 
@@ -145,6 +145,10 @@ def test_what_uvicorn_does_with_the_queue_and_the_handshake_is_what_the_adapter_
     used = set(re.findall(r"self\.queue\.(\w+)", source))
     assert used == {"put_nowait", "get", "empty"}, used
     assert "self.queue: asyncio.Queue[ASGIReceiveEvent] = asyncio.Queue()" in source
+    # The write gate: only these, so a WriteGate can stand in for the asyncio.Event.
+    assert set(re.findall(r"self\.writable\.(\w+)", source)) == {"set", "clear", "wait"}
+    # The scope's headers: read by uvicorn only while it builds the scope and logs.
+    assert "self.scope[" not in source
     # The handshake's request and response, let go after the accept: read nowhere else
     # than in handle_connect and in the accept branch of send.
     for name in ("request", "response"):
@@ -183,6 +187,25 @@ async def test_the_receive_queue_hands_items_over_in_order_to_its_one_reader() -
     assert queue.empty()
 
 
+async def test_the_write_gate_holds_writers_while_cleared_and_releases_them_all() -> None:
+    writable = WriteGate(asyncio.get_running_loop())
+    assert writable.is_set()
+    assert await writable.wait()  # set: no wait
+    writable.clear()
+    assert not writable.is_set()
+    writers = [asyncio.create_task(writable.wait()) for _ in range(3)]
+    cancelled = asyncio.create_task(writable.wait())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert not any(w.done() for w in writers)
+    writable.set()
+    assert await asyncio.gather(*writers) == [True, True, True]
+    writable.set()  # set twice: nothing to release
+    assert writable.is_set()
+
+
 async def test_an_accepted_socket_keeps_no_handshake_request_or_response(serve: Serve) -> None:
     node = await serve()
     protocols: list[WebSocketsSansIOProtocol] = []
@@ -201,7 +224,8 @@ async def test_an_accepted_socket_keeps_no_handshake_request_or_response(serve: 
             assert isinstance(protocol.queue, ReceiveQueue)
             kept: tuple[object, object] = (protocol.request, protocol.response)
             assert kept == (None, None)
-            assert protocol.scope["headers"] != []  # the application's copy stays
+            assert protocol.scope["headers"] == []
+            assert isinstance(protocol.writable, WriteGate)
             parser: Any = protocol.conn.parser  # websockets' parser, a generator
             held = parser.gi_frame.f_locals["request"]
             assert len(held.headers) == 0
