@@ -51,7 +51,10 @@ def decode(frame: str | bytes, max_bytes: int) -> tuple[Message, Codec]:
 
     Raise FrameTooLarge, MalformedMessage, UnknownType or InvalidMessage; the caller
     answers with an error and keeps the connection."""
-    size = len(frame.encode()) if isinstance(frame, str) else len(frame)
+    if isinstance(frame, str):
+        size = len(frame) if frame.isascii() else len(frame.encode())
+    else:
+        size = len(frame)
     if size > max_bytes:
         raise FrameTooLarge(
             f"message of {size} bytes is over the limit of {max_bytes}",
@@ -67,8 +70,10 @@ def decode(frame: str | bytes, max_bytes: int) -> tuple[Message, Codec]:
         raise MalformedMessage(
             f"cannot decode {codec.value} message: {type(exc).__name__}"
         ) from None
-    escapes = isinstance(frame, str) and "\\u" in frame
-    shape = _inspect(message, check_strings=escapes)
+    if isinstance(frame, str) and _plainly_portable(frame):
+        shape = _PORTABLE  # (a candidate relayed: no walk over every value)
+    else:
+        shape = _inspect(message, check_strings=isinstance(frame, str) and "\\u" in frame)
     if shape.problem is not None:
         raise MalformedMessage(f"cannot accept {codec.value} message: {shape.problem}")
     if not isinstance(message, dict):
@@ -121,6 +126,27 @@ class _Shape:
             raise InvalidMessage(
                 f"the message holds more than {MAX_VALUES} values", {"max_values": MAX_VALUES}
             )
+
+
+_PORTABLE = _Shape()  # nothing found (never changed)
+# What, in a JSON frame's text, could decode to something `_inspect` refuses: a \u escape
+# (a lone surrogate), a run of 19 digits (an integer past 64 bits; 18 digits never are) or a
+# three-digit exponent (a number that is not finite), a NaN or Infinity literal. Any match,
+# inside a string too, only means the frame is walked.
+_RISKY_JSON = re.compile(r"\\u|\d{19}|[eE][+-]?\d{3}|NaN|Infinity")
+
+
+def _plainly_portable(frame: str) -> bool:
+    """Whether the text of a JSON frame alone shows that `_inspect` would find nothing in
+    it, so that the walk can be skipped: nothing `_RISKY_JSON` matches, no more characters
+    than MAX_VALUES (every value, key and element starts at a character of its own) and no
+    more ``{`` and ``[`` than MAX_DEPTH (a container's depth is at most the number of
+    containers). tests/signalling/test_wire.py checks it against the walk."""
+    return (
+        len(frame) <= MAX_VALUES
+        and frame.count("{") + frame.count("[") <= MAX_DEPTH
+        and _RISKY_JSON.search(frame) is None
+    )
 
 
 def _inspect(value: object, *, check_strings: bool) -> _Shape:

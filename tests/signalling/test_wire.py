@@ -11,6 +11,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from signalling.errors import (
     FrameTooLarge,
@@ -25,6 +27,8 @@ from signalling.wire import (
     MAX_VALUES,
     Codec,
     Message,
+    _inspect,
+    _plainly_portable,
     decode,
     error,
 )
@@ -572,3 +576,82 @@ def test_error_with_details_and_ref() -> None:
     }
     details["field"] = "changed"
     assert out["details"] == {"field": "id"}  # a copy, not the caller's dict
+
+
+# --- the walk skipped for a JSON frame whose text shows there is nothing to find ---------------
+
+_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=8)  # a text frame is UTF-8
+)
+_VALUES = st.recursive(
+    _LEAVES,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children)
+    ),
+    max_leaves=40,
+)
+
+
+def _nested(depth: int) -> object:
+    value: object = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def _walk_finds_nothing(frame: str) -> bool:
+    shape = _inspect(json.loads(frame), check_strings=True)
+    return (shape.problem, shape.too_deep, shape.too_many) == (None, False, False)
+
+
+@given(value=_VALUES, ascii=st.booleans())
+@example(value="\ud800", ascii=True)  # escaped: \ud800
+@example(value=2**63, ascii=True)
+@example(value=-(2**63) - 1, ascii=True)  # 19 digits, out of range below
+@example(value=float("inf"), ascii=True)
+@example(value=float("nan"), ascii=True)
+@example(value=1e300, ascii=True)
+@example(value=_nested(MAX_DEPTH), ascii=True)  # one level too deep
+@example(value=_nested(MAX_DEPTH - 1), ascii=True)  # as deep as allowed
+@example(value=list(range(MAX_VALUES)), ascii=True)
+def test_a_json_frame_that_looks_plainly_portable_is(value: object, ascii: bool) -> None:
+    frame = json.dumps({"type": "candidate", "value": value}, ensure_ascii=ascii)
+    if _plainly_portable(frame):
+        assert _walk_finds_nothing(frame)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"a":"\\ud800"}',
+        '{"a":-9999999999999999999}',
+        '{"a":1e400}',
+        '{"a":1E+999}',
+        '{"a":NaN}',
+        '{"a":-Infinity}',
+        "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1),
+    ],
+)
+def test_a_frame_that_might_hold_what_the_walk_refuses_is_walked(frame: str) -> None:
+    assert not _plainly_portable(frame)
+
+
+def test_a_relayed_candidate_is_not_walked() -> None:
+    candidate = {
+        "type": "candidate",
+        "to": "p_0123456789abcdef",
+        "candidate": {
+            "candidate": "candidate:842163049 1 udp 1677729535 192.0.2.7 54321 typ srflx "
+            "raddr 10.0.0.2 rport 54321 generation 0 ufrag EsAw network-cost 999",
+            "sdpMid": "0",
+            "sdpMLineIndex": 0,
+            "usernameFragment": "EsAw",
+        },
+    }
+    frame = json.dumps(candidate)
+    assert _plainly_portable(frame)
+    assert decode(frame, LIMIT) == (candidate, Codec.JSON)
