@@ -13,7 +13,7 @@ import enum
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +36,45 @@ MAX_DEPTH = 32  # levels of maps and arrays, the message's own map included
 MAX_VALUES = 10_000  # values in total: every map key, map value and array element
 
 
+def _json_encoder() -> Callable[[object], str]:
+    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``, faster.
+
+    `json.dumps` with arguments builds a `json.JSONEncoder`, and its `encode` a C encoder,
+    on every call: 5.7 us of a relayed candidate's ~6 us of encoding. The C encoder
+    (`json.encoder.c_make_encoder`, CPython's) is built here once, with the arguments
+    `JSONEncoder.iterencode` gives it, and used only if it writes what `json.dumps` writes
+    for a sample; otherwise one `JSONEncoder` is kept. No circular check: a message is a
+    tree (a cycle would end in RecursionError, as a too deep one does)."""
+    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is not None:
+        try:
+            c_encode = make(
+                None, encoder.default, json.encoder.encode_basestring, None, ":", ",",
+                False, False, True,
+            )  # fmt: skip
+
+            def fast(value: object) -> str:
+                return "".join(c_encode(value, 0))
+
+            sample = {"a": [1, -2.5, 1e300, True, None, 'é\u2028"\\'], "b": {"c": ""}}
+            if fast(sample) == json.dumps(sample, separators=(",", ":"), ensure_ascii=False):
+                return fast
+        except (TypeError, ValueError):  # another Python's C encoder: the plain way
+            pass
+    return encoder.encode
+
+
+_to_json = _json_encoder()
+
+
 class Codec(enum.Enum):
     JSON = "json"
     MSGPACK = "msgpack"
 
     def encode(self, message: Mapping[str, object]) -> str | bytes:
         if self is Codec.JSON:
-            return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+            return _to_json(message)
         return msgpack.packb(message, use_bin_type=True)
 
 

@@ -655,3 +655,17 @@ def test_a_relayed_candidate_is_not_walked() -> None:
     frame = json.dumps(candidate)
     assert _plainly_portable(frame)
     assert decode(frame, LIMIT) == (candidate, Codec.JSON)
+
+
+@given(value=_VALUES)
+@example(value={"é\u2028": ['"\\', 1e300, -0.0, 2**64]})
+def test_the_json_codec_writes_what_json_dumps_writes(value: object) -> None:
+    message = {"type": "x", "value": value}
+    assert Codec.JSON.encode(message) == json.dumps(
+        message, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+def test_the_json_codec_refuses_what_json_cannot_carry() -> None:
+    with pytest.raises(TypeError):
+        Codec.JSON.encode({"type": "x", "value": {1, 2}})
