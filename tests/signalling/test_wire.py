@@ -27,6 +27,7 @@ from signalling.wire import (
     MAX_VALUES,
     Codec,
     Message,
+    _from_json,
     _inspect,
     _plainly_portable,
     decode,
@@ -618,23 +619,36 @@ def _walk_finds_nothing(frame: str) -> bool:
 @example(value=_nested(MAX_DEPTH), ascii=True)  # one level too deep
 @example(value=_nested(MAX_DEPTH - 1), ascii=True)  # as deep as allowed
 @example(value=list(range(MAX_VALUES)), ascii=True)
-def test_a_json_frame_that_looks_plainly_portable_is(value: object, ascii: bool) -> None:
+def test_a_json_frame_is_walked_unless_the_walk_would_find_nothing(
+    value: object, ascii: bool
+) -> None:
     frame = json.dumps({"type": "candidate", "value": value}, ensure_ascii=ascii)
-    if _plainly_portable(frame):
+    decoded, odd_number = _from_json(frame)
+    assert json.dumps(decoded) == json.dumps(json.loads(frame))  # (NaN is not NaN)
+    if not odd_number and _plainly_portable(frame):
         assert _walk_finds_nothing(frame)
 
 
 @pytest.mark.parametrize(
-    "frame",
+    ("frame", "odd"),
     [
-        '{"a":"\\ud800"}',
-        '{"a":-9999999999999999999}',
-        '{"a":1e400}',
-        '{"a":1E+999}',
-        '{"a":NaN}',
-        '{"a":-Infinity}',
-        "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1),
+        ('{"a":-9223372036854775809}', True),
+        ('{"a":18446744073709551616}', True),
+        ('{"a":18446744073709551615}', False),
+        ('{"a":1e400}', True),
+        ('{"a":-1E+999}', True),
+        ('{"a":NaN}', True),
+        ('{"a":-Infinity}', True),
+        ('{"a":1e300}', False),
     ],
+)
+def test_the_numbers_the_walk_refuses_are_noted_as_they_are_parsed(frame: str, odd: bool) -> None:
+    assert _from_json(frame)[1] is odd
+
+
+@pytest.mark.parametrize(
+    "frame",
+    ['{"a":"\\ud800"}', "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), " " * (MAX_VALUES + 1)],
 )
 def test_a_frame_that_might_hold_what_the_walk_refuses_is_walked(frame: str) -> None:
     assert not _plainly_portable(frame)
