@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from tests.support import WAIT_FACTOR
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120.0  # seconds; the quick mode took ~20-30 s here
@@ -80,3 +85,32 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
         assert medians[config]["idle.pongs_missing"] == 0  # every idle client got its pong
     assert all(run["timeouts"] == [] for runs in results["runs"].values() for run in runs)
     assert "Vestibule 1 node" in done.stdout  # the table was printed
+
+
+@pytest.mark.parametrize("mode", [[], ["--call"]], ids=["idle", "in a call"])
+def test_the_memory_profile_runs_and_accounts_for_the_connections(mode: list[str]) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "memory.py"),
+            "--connections",
+            "40",
+            "--warm",
+            "10",
+            *mode,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * WAIT_FACTOR,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    figures = dict(
+        re.findall(r"^(connections added|traced .*?|RSS .*?): ([\d.,]+)", done.stdout, re.M)
+    )
+    assert figures["connections added"] == "40", done.stdout
+    traced = float(figures["traced Python allocations per connection"])
+    assert traced > 1.0, done.stdout  # a connection costs the node kilobytes, not nothing
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and ".py:" in line]
+    assert rows, done.stdout  # the lines that allocated it
